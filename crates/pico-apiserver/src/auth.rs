@@ -1,0 +1,210 @@
+//! Bearer-token authentication: who the caller is, and whether they may see a session.
+
+use std::path::Path;
+
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, PROXY_AUTHORIZATION};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+
+/// Scope that lets a token see and manage every user's sessions.
+pub const ADMIN_SCOPE: &str = "sessions:admin";
+/// The one user of a server without auth.
+pub const ANONYMOUS: &str = "anonymous";
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+const LEEWAY_SECS: u64 = 30;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub sub: String,
+    pub admin: bool,
+}
+
+impl Caller {
+    pub fn anonymous() -> Self {
+        Self {
+            sub: ANONYMOUS.into(),
+            admin: false,
+        }
+    }
+
+    pub fn may_see(&self, owner: &str) -> bool {
+        self.admin || self.sub == owner
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    #[serde(default)]
+    scope: Option<ScopeClaim>,
+    iat: Option<i64>,
+}
+
+/// `scope` is a space-separated string by RFC 8693, but some issuers send a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ScopeClaim {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl ScopeClaim {
+    fn contains(&self, wanted: &str) -> bool {
+        match self {
+            Self::Text(text) => text.split_whitespace().any(|s| s == wanted),
+            Self::List(list) => list.iter().any(|s| s == wanted),
+        }
+    }
+}
+
+pub enum Authenticator {
+    Disabled,
+    Jwt {
+        keys: Vec<(DecodingKey, Validation)>,
+    },
+}
+
+impl Authenticator {
+    pub fn new(
+        secret: &str,
+        public_key: Option<&Path>,
+        issuer: Option<&str>,
+        audience: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let validation = |alg: Algorithm| {
+            let mut v = Validation::new(alg);
+            v.leeway = LEEWAY_SECS;
+            v.validate_nbf = true;
+            v.set_required_spec_claims(&["exp"]);
+            if let Some(iss) = issuer {
+                v.set_issuer(&[iss]);
+            }
+            match audience {
+                Some(aud) => v.set_audience(&[aud]),
+                None => v.validate_aud = false,
+            }
+            v
+        };
+        let mut keys = Vec::new();
+        if !secret.is_empty() {
+            keys.push((
+                DecodingKey::from_secret(secret.as_bytes()),
+                validation(Algorithm::HS256),
+            ));
+        }
+        if let Some(path) = public_key {
+            let pem = std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read --jwt-public-key {}: {e}", path.display())
+            })?;
+            let attempts = [
+                (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256),
+                (DecodingKey::from_ec_pem(&pem), Algorithm::ES256),
+                (DecodingKey::from_ed_pem(&pem), Algorithm::EdDSA),
+            ];
+            let (key, alg) = attempts
+                .into_iter()
+                .find_map(|(key, alg)| key.ok().map(|k| (k, alg)))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--jwt-public-key {} is not an RSA, EC P-256 or Ed25519 public key in PEM",
+                        path.display()
+                    )
+                })?;
+            keys.push((key, validation(alg)));
+        }
+        Ok(if keys.is_empty() {
+            Self::Disabled
+        } else {
+            Self::Jwt { keys }
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        matches!(self, Self::Jwt { .. })
+    }
+
+    /// Authenticates a request from its `Authorization` or `Proxy-Authorization` header.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let Self::Jwt { keys } = self else {
+            return Ok(Caller::anonymous());
+        };
+        let token = bearer_token(headers)?;
+        let header = jsonwebtoken::decode_header(&token)
+            .map_err(|_| ApiError::unauthorized("malformed token"))?;
+        // Each key is tied to one algorithm, so a token cannot pick the algorithm a key is
+        // used with (no `none`, no HS256 signed with an RSA public key).
+        let (key, validation) = keys
+            .iter()
+            .find(|(_, v)| v.algorithms.contains(&header.alg))
+            .ok_or_else(|| ApiError::unauthorized("token algorithm not accepted"))?;
+        let data = jsonwebtoken::decode::<Claims>(&token, key, validation)
+            .map_err(|e| ApiError::unauthorized(format!("invalid token: {}", describe(&e))))?;
+        let claims = data.claims;
+        if let Some(iat) = claims.iat {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            if iat > now + LEEWAY_SECS as i64 {
+                return Err(ApiError::unauthorized(
+                    "invalid token: issued in the future",
+                ));
+            }
+        }
+        let sub = claims
+            .sub
+            .filter(|s| !s.is_empty() && s.len() <= 256)
+            .ok_or_else(|| ApiError::unauthorized("invalid token: no subject"))?;
+        let admin = claims.scope.is_some_and(|s| s.contains(ADMIN_SCOPE));
+        Ok(Caller { sub, admin })
+    }
+}
+
+fn describe(err: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match err.kind() {
+        ErrorKind::ExpiredSignature => "expired",
+        ErrorKind::ImmatureSignature => "not yet valid",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::MissingRequiredClaim(_) => "missing required claim",
+        _ => "malformed",
+    }
+}
+
+/// The token from `Authorization: Bearer`, `Proxy-Authorization: Bearer`, or
+/// `Proxy-Authorization: Basic` with the token as password (what ncat and socat send).
+fn bearer_token(headers: &HeaderMap) -> Result<String, ApiError> {
+    for name in [AUTHORIZATION, PROXY_AUTHORIZATION] {
+        let Some(value) = headers.get(&name) else {
+            continue;
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("malformed authorization header"))?;
+        let (scheme, rest) = value
+            .split_once(' ')
+            .ok_or_else(|| ApiError::unauthorized("malformed authorization header"))?;
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+            return Ok(rest.to_owned());
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| ApiError::unauthorized("malformed basic credentials"))?;
+            let (_, password) = decoded
+                .split_once(':')
+                .ok_or_else(|| ApiError::unauthorized("malformed basic credentials"))?;
+            if !password.is_empty() {
+                return Ok(password.to_owned());
+            }
+        }
+        return Err(ApiError::unauthorized("unsupported authorization scheme"));
+    }
+    Err(ApiError::unauthorized("missing bearer token"))
+}

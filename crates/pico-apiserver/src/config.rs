@@ -1,0 +1,224 @@
+//! Command-line flags of `pico-apiserver` (DESIGN.md §2), each also read from `PICO_<FLAG>`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "pico-apiserver",
+    version,
+    about = "pico sandbox session server"
+)]
+pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Listen port (0 = any free port; the bound address is logged and printed).
+    #[arg(long, env = "PICO_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Listen address; default 127.0.0.1 while auth is disabled, else 0.0.0.0.
+    #[arg(long, env = "PICO_BIND")]
+    pub bind: Option<IpAddr>,
+
+    /// Kubeconfig path; empty = in-cluster config when running in a pod.
+    #[arg(long, env = "PICO_KUBECONFIG", default_value = "")]
+    pub kubeconfig: String,
+
+    /// Namespace for Sandboxes.
+    #[arg(long, env = "PICO_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// SSH user in sandboxes.
+    #[arg(long, env = "PICO_SSH_USERNAME", default_value = "sandbox")]
+    pub ssh_username: String,
+
+    /// SSH port of sandbox pods.
+    #[arg(long, env = "PICO_SSH_PORT", default_value_t = 22)]
+    pub ssh_port: u16,
+
+    /// Serve HTTPS (rustls).
+    #[arg(long, env = "PICO_ENABLE_TLS", default_value_t = false)]
+    pub enable_tls: bool,
+
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "PICO_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM).
+    #[arg(long, env = "PICO_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// HS256 secret for JWT bearer tokens; empty and no public key = auth disabled.
+    #[arg(
+        long,
+        env = "PICO_JWT_SECRET",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub jwt_secret: String,
+
+    /// PEM public key for RS256/ES256/EdDSA tokens.
+    #[arg(long, env = "PICO_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Required `iss` claim.
+    #[arg(long, env = "PICO_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim.
+    #[arg(long, env = "PICO_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Which sandbox runtime to use.
+    #[arg(long, env = "PICO_RUNTIME", value_enum, default_value_t = RuntimeKind::Auto)]
+    pub runtime: RuntimeKind,
+
+    /// Directory of the local runtime: session store, keys and home directories.
+    #[arg(long, env = "PICO_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// The `pico-agent` binary the local runtime starts (default: next to this binary).
+    #[arg(long, env = "PICO_AGENT_BINARY")]
+    pub agent_binary: Option<PathBuf>,
+
+    /// Largest TTL a client may ask for, in seconds (at most 28800).
+    #[arg(long, env = "PICO_MAX_TTL", default_value_t = pico_wire::MAX_TTL)]
+    pub max_ttl: u64,
+
+    /// Live sessions one user may hold (0 = unlimited).
+    #[arg(long, env = "PICO_MAX_SESSIONS_PER_USER", default_value_t = 0)]
+    pub max_sessions_per_user: u32,
+
+    /// Image holding the static pico-agent (Kubernetes init container).
+    #[arg(long, env = "PICO_AGENT_IMAGE", default_value = "pico:latest")]
+    pub agent_image: String,
+
+    /// runtimeClassName of sandbox pods (e.g. gvisor, kata).
+    #[arg(long, env = "PICO_RUNTIME_CLASS")]
+    pub runtime_class: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "PICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How long a create may wait for its sandbox, in seconds.
+    #[arg(long, env = "PICO_CREATE_TIMEOUT", default_value_t = 60)]
+    pub create_timeout: u64,
+
+    /// How long open tunnels may drain at shutdown, in seconds.
+    #[arg(long, env = "PICO_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
+
+    /// How often the reaper looks for expired and idle sessions, in seconds.
+    #[arg(long, env = "PICO_REAP_INTERVAL", default_value_t = 5)]
+    pub reap_interval: u64,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print the OpenAPI document (YAML) that the server serves at /openapi.json.
+    Openapi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    Auto,
+    Local,
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    pub fn auth_enabled(&self) -> bool {
+        !self.jwt_secret.is_empty() || self.jwt_public_key.is_some()
+    }
+
+    pub fn bind_addr(&self) -> IpAddr {
+        self.bind.unwrap_or(if self.auth_enabled() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([127, 0, 0, 1])
+        })
+    }
+
+    /// `auto` picks Kubernetes when a kubeconfig is given or we run inside a pod.
+    pub fn effective_runtime(&self) -> RuntimeKind {
+        match self.runtime {
+            RuntimeKind::Auto
+                if !self.kubeconfig.is_empty()
+                    || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() =>
+            {
+                RuntimeKind::Kubernetes
+            }
+            RuntimeKind::Auto => RuntimeKind::Local,
+            other => other,
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+            return PathBuf::from(dir).join("pico");
+        }
+        match std::env::var_os("HOME") {
+            Some(home) if !is_root() => PathBuf::from(home).join(".local/state/pico"),
+            _ => PathBuf::from("/var/lib/pico"),
+        }
+    }
+
+    pub fn create_timeout(&self) -> Duration {
+        Duration::from_secs(self.create_timeout)
+    }
+
+    /// Rejects combinations that would otherwise be silently ignored.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_ttl < pico_wire::MIN_TTL || self.max_ttl > pico_wire::MAX_TTL {
+            return Err(format!(
+                "--max-ttl must be between {} and {} seconds",
+                pico_wire::MIN_TTL,
+                pico_wire::MAX_TTL
+            ));
+        }
+        if self.enable_tls {
+            return Err(
+                "--enable-tls is not supported yet (TLS arrives with the auth/TLS issue); \
+                 terminate TLS in front of pico for now"
+                    .into(),
+            );
+        }
+        if self.tls_cert.is_some() || self.tls_key.is_some() {
+            return Err(
+                "--tls-cert/--tls-key need --enable-tls, which is not supported yet".into(),
+            );
+        }
+        if self.effective_runtime() == RuntimeKind::Kubernetes {
+            return Err(
+                "the kubernetes runtime is not supported yet; run with --runtime local \
+                 (and without --kubeconfig / outside a pod)"
+                    .into(),
+            );
+        }
+        if self.ssh_username.is_empty()
+            || !self
+                .ssh_username
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err("--ssh-username must be a non-empty name of [A-Za-z0-9_-]".into());
+        }
+        Ok(())
+    }
+}
+
+pub use crate::sys::is_root;

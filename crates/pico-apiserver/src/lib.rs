@@ -1,0 +1,109 @@
+//! pico-apiserver: REST API, auth, session service, CONNECT tunnel, TTL reaper and the
+//! sandbox runtimes. `run` starts all of it on a listener the caller bound.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod reaper;
+pub mod runtime;
+pub mod server;
+pub mod service;
+pub mod store;
+mod sys;
+pub mod tunnel;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::AppState;
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::runtime::local::{LocalConfig, LocalRuntime};
+use crate::service::{SessionService, Settings};
+
+/// Builds the service from `config`, recovers sessions from before a restart, and serves on
+/// `listener` until `shutdown` fires.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let auth = Authenticator::new(
+        &config.jwt_secret,
+        config.jwt_public_key.as_deref(),
+        config.jwt_issuer.as_deref(),
+        config.jwt_audience.as_deref(),
+    )?;
+    if !auth.enabled() {
+        tracing::warn!(
+            "authentication is DISABLED (no --jwt-secret or --jwt-public-key): every caller is \
+             user \"anonymous\"; keep the server on loopback"
+        );
+    }
+    let state_dir = config.state_dir();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let store = store::Store::open(&state_dir.join("pico.redb"))
+        .with_context(|| format!("cannot open the session store in {}", state_dir.display()))?;
+    let runtime = LocalRuntime::new(LocalConfig {
+        state_dir: state_dir.clone(),
+        agent_binary: agent_binary(&config)?,
+        ready_timeout: config.create_timeout(),
+    })?;
+    let tunnels_root = CancellationToken::new();
+    let service = Arc::new(SessionService::new(
+        store,
+        Arc::new(runtime),
+        Settings {
+            max_ttl: config.max_ttl,
+            max_sessions_per_user: config.max_sessions_per_user,
+            ssh_username: config.ssh_username.clone(),
+            create_timeout: config.create_timeout(),
+        },
+        tunnels_root.clone(),
+        Arc::default(),
+    ));
+    service
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("recovering sessions failed: {}", e.message))?;
+
+    let reaper = tokio::spawn(reaper::run(
+        service.clone(),
+        Duration::from_secs(config.reap_interval.max(1)),
+        shutdown.clone(),
+    ));
+    let state = AppState {
+        service,
+        auth: Arc::new(auth),
+    };
+    server::serve(
+        listener,
+        state,
+        shutdown,
+        server::ServeOptions {
+            grace: Duration::from_secs(config.shutdown_grace),
+        },
+    )
+    .await;
+    tunnels_root.cancel();
+    let _ = reaper.await;
+    Ok(())
+}
+
+fn agent_binary(config: &Config) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &config.agent_binary {
+        return Ok(path.clone());
+    }
+    let exe = std::env::current_exe().context("cannot find the server's own path")?;
+    Ok(exe.with_file_name("pico-agent"))
+}

@@ -1,0 +1,75 @@
+//! `pico-apiserver`: parses flags, sets up logging and signals, and runs the server.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Parser;
+use pico_apiserver::config::{Command, Config, LogFormat};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let config = Config::parse();
+    init_logging(config.log_format);
+    if let Err(err) = run(config) {
+        // One clear line, no backtrace.
+        eprintln!("pico-apiserver: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    if let Some(Command::Openapi) = config.command {
+        let yaml = pico_apiserver::api::openapi::document()
+            .to_yaml()
+            .context("cannot render the OpenAPI document")?;
+        print!("{yaml}");
+        return Ok(());
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let addr = SocketAddr::new(config.bind_addr(), config.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!(%local, "listening");
+        // Tests and scripts read the bound port from this line.
+        println!("listening on {local}");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        pico_apiserver::run(config, listener, shutdown).await
+    })
+}
+
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutdown signal received");
+    shutdown.cancel();
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,79 @@
+//! Counters for `/metrics` in the Prometheus text format; plain atomics, no registry.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the create-latency histogram buckets.
+const CREATE_BUCKETS: [f64; 8] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+#[derive(Default)]
+pub struct Metrics {
+    pub created: AtomicU64,
+    pub deleted: AtomicU64,
+    pub reaped: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub tunnels_open: AtomicU64,
+    pub tunnels_total: AtomicU64,
+    pub bytes_relayed: AtomicU64,
+    create_buckets: [AtomicU64; CREATE_BUCKETS.len()],
+    create_count: AtomicU64,
+    create_micros: AtomicU64,
+}
+
+impl Metrics {
+    pub fn observe_create(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (bound, bucket) in CREATE_BUCKETS.iter().zip(&self.create_buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.create_count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.create_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Renders every metric; `sessions` are current counts by status.
+    pub fn render(&self, sessions: &[(&str, u64)]) -> String {
+        let mut out = String::new();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        out.push_str("# TYPE pico_sessions gauge\n");
+        for (status, count) in sessions {
+            let _ = writeln!(out, "pico_sessions{{status=\"{status}\"}} {count}");
+        }
+        let counters = [
+            ("pico_sessions_created_total", &self.created),
+            ("pico_sessions_deleted_total", &self.deleted),
+            ("pico_reaper_deletions_total", &self.reaped),
+            ("pico_auth_failures_total", &self.auth_failures),
+            ("pico_tunnels_total", &self.tunnels_total),
+            ("pico_tunnel_bytes_total", &self.bytes_relayed),
+        ];
+        for (name, counter) in counters {
+            let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", get(counter));
+        }
+        let _ = writeln!(
+            out,
+            "# TYPE pico_tunnels_open gauge\npico_tunnels_open {}",
+            get(&self.tunnels_open)
+        );
+        out.push_str("# TYPE pico_session_create_seconds histogram\n");
+        for (bound, bucket) in CREATE_BUCKETS.iter().zip(&self.create_buckets) {
+            let _ = writeln!(
+                out,
+                "pico_session_create_seconds_bucket{{le=\"{bound}\"}} {}",
+                get(bucket)
+            );
+        }
+        let count = get(&self.create_count);
+        let _ = writeln!(
+            out,
+            "pico_session_create_seconds_bucket{{le=\"+Inf\"}} {count}\n\
+             pico_session_create_seconds_sum {}\n\
+             pico_session_create_seconds_count {count}",
+            get(&self.create_micros) as f64 / 1e6
+        );
+        out
+    }
+}

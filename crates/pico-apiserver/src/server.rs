@@ -1,0 +1,111 @@
+//! The accept loop: one port for REST (HTTP/1.1 and h2c) and CONNECT tunnels, with header
+//! timeouts and a graceful drain at shutdown.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::api::{self, AppState};
+use crate::tunnel;
+
+/// A client gets this long to send a request's headers (slow-loris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head hyper buffers.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+pub struct ServeOptions {
+    /// How long open requests and tunnels may finish after shutdown begins.
+    pub grace: Duration,
+}
+
+/// Serves until `shutdown` fires, then drains connections and tunnels for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+) {
+    let router = api::router(state.clone());
+    let tunnels = TaskTracker::new();
+    let tunnel_stop = CancellationToken::new();
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        // The CONNECT answer must be exactly the status line and a blank line.
+        .auto_date_header(false);
+    builder.http2().timer(TokioTimer::new());
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let state = state.clone();
+        let tunnels = tunnels.clone();
+        let tunnel_stop = tunnel_stop.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let router = router.clone();
+            let state = state.clone();
+            let tunnels = tunnels.clone();
+            let tunnel_stop = tunnel_stop.clone();
+            async move {
+                if tunnel::is_connect(&request) {
+                    return Ok::<_, Infallible>(
+                        tunnel::handle(state, tunnels, tunnel_stop, request).await,
+                    );
+                }
+                router.oneshot(request.map(Body::new)).await
+            }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        grace_secs = options.grace.as_secs(),
+        "shutting down: draining requests and tunnels"
+    );
+    tunnels.close();
+    let drained = async {
+        graceful.shutdown().await;
+        tunnels.wait().await;
+    };
+    if tokio::time::timeout(options.grace, drained).await.is_err() {
+        tracing::info!(
+            open = tunnels.len(),
+            "grace period over; closing remaining tunnels"
+        );
+        tunnel_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), tunnels.wait()).await;
+    }
+}

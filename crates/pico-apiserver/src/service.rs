@@ -1,0 +1,502 @@
+//! The session service: validation, ownership, lifetime and persistence of sessions, on top
+//! of whichever runtime runs the sandboxes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use pico_wire::{CreateSessionRequest, ErrorCode, Session, SessionList, SessionStatus, SshInfo};
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::keys;
+use crate::metrics::Metrics;
+use crate::runtime::{BoxedStream, Recovery, Runtime, SandboxSpec};
+use crate::store::{SessionRecord, Store};
+
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+const MAX_IMAGE_LEN: usize = 512;
+
+pub struct Settings {
+    pub max_ttl: u64,
+    pub max_sessions_per_user: u32,
+    pub ssh_username: String,
+    pub create_timeout: Duration,
+}
+
+/// A session the server knows, with its in-memory activity counters.
+pub struct LiveSession {
+    record: Mutex<SessionRecord>,
+    /// Bytes relayed by tunnels; the reaper turns changes into `lastActivityAt`, so the
+    /// relay never writes to the store.
+    pub bytes_relayed: AtomicU64,
+    bytes_seen: AtomicU64,
+    /// Cancels this session's tunnels when it is deleted or expires.
+    pub cancel: CancellationToken,
+}
+
+impl LiveSession {
+    fn new(record: SessionRecord, parent: &CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            record: Mutex::new(record),
+            bytes_relayed: AtomicU64::new(0),
+            bytes_seen: AtomicU64::new(0),
+            cancel: parent.child_token(),
+        })
+    }
+
+    pub fn record(&self) -> SessionRecord {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionRecord> {
+        self.record.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct SessionService {
+    store: Store,
+    runtime: Arc<dyn Runtime>,
+    settings: Settings,
+    sessions: RwLock<HashMap<Uuid, Arc<LiveSession>>>,
+    tunnels: CancellationToken,
+    pub metrics: Arc<Metrics>,
+}
+
+fn now() -> OffsetDateTime {
+    pico_wire::timestamp::truncate(OffsetDateTime::now_utc())
+}
+
+impl SessionService {
+    pub fn new(
+        store: Store,
+        runtime: Arc<dyn Runtime>,
+        settings: Settings,
+        tunnels: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            runtime,
+            settings,
+            sessions: RwLock::new(HashMap::new()),
+            tunnels,
+            metrics,
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    fn all(&self) -> Vec<Arc<LiveSession>> {
+        let map = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    }
+
+    fn lookup(&self, id: Uuid) -> Option<Arc<LiveSession>> {
+        let map = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&id).cloned()
+    }
+
+    /// Another user's session answers exactly like a missing one.
+    fn visible(&self, caller: &Caller, id: Uuid) -> Result<Arc<LiveSession>, ApiError> {
+        self.lookup(id)
+            .filter(|live| caller.may_see(&live.lock().owner))
+            .ok_or_else(ApiError::session_not_found)
+    }
+
+    fn check_ttl(&self, ttl: u64) -> Result<(), ApiError> {
+        let max = self.settings.max_ttl;
+        if (pico_wire::MIN_TTL..=max).contains(&ttl) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidTtl,
+            format!(
+                "ttl must be between {} and {max} seconds",
+                pico_wire::MIN_TTL
+            ),
+        )
+        .with_details(json!({"min": pico_wire::MIN_TTL, "max": max, "got": ttl})))
+    }
+
+    fn check_request(&self, req: &CreateSessionRequest) -> Result<(), ApiError> {
+        self.check_ttl(req.ttl.unwrap_or(pico_wire::DEFAULT_TTL))?;
+        if req
+            .idle_timeout
+            .is_some_and(|idle| idle > pico_wire::MAX_TTL)
+        {
+            return Err(ApiError::invalid_request(format!(
+                "idleTimeout must be between 0 and {} seconds",
+                pico_wire::MAX_TTL
+            )));
+        }
+        let bad_image = |image: &String| {
+            image.is_empty()
+                || image.len() > MAX_IMAGE_LEN
+                || image.chars().any(|c| c.is_control() || c.is_whitespace())
+        };
+        if req.image.as_ref().is_some_and(bad_image) {
+            return Err(ApiError::invalid_request(format!(
+                "image must be 1..={MAX_IMAGE_LEN} characters without spaces or control characters"
+            )));
+        }
+        let metadata_size = |m: &serde_json::Map<String, serde_json::Value>| {
+            serde_json::to_vec(m).map(|v| v.len()).unwrap_or(0)
+        };
+        if req
+            .metadata
+            .as_ref()
+            .is_some_and(|m| metadata_size(m) > MAX_METADATA_BYTES)
+        {
+            return Err(ApiError::invalid_request(format!(
+                "metadata must be at most {MAX_METADATA_BYTES} bytes of JSON"
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn create(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: CreateSessionRequest,
+    ) -> Result<Session, ApiError> {
+        self.check_request(&req)?;
+        let (authorized_key, private_key) = match &req.ssh_public_key {
+            Some(key) => (
+                keys::validate_public_key(key).map_err(|message| {
+                    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidSshKey, message)
+                })?,
+                None,
+            ),
+            None => {
+                let pair = keys::generate_ed25519("pico-session").map_err(ApiError::internal)?;
+                (pair.public_openssh, Some(pair.private_openssh))
+            }
+        };
+        let host_key = keys::generate_ed25519("pico-host").map_err(ApiError::internal)?;
+        let ttl = req.ttl.unwrap_or(pico_wire::DEFAULT_TTL);
+        let created_at = now();
+        let record = SessionRecord {
+            id: Uuid::new_v4(),
+            owner: caller.sub.clone(),
+            status: SessionStatus::Pending,
+            created_at,
+            expires_at: created_at + Duration::from_secs(ttl),
+            last_activity_at: created_at,
+            metadata: req.metadata.unwrap_or_default(),
+            image: req.image,
+            ttl,
+            idle_timeout: req.idle_timeout.unwrap_or(0),
+            username: self.settings.ssh_username.clone(),
+            host_public_key: host_key.public_openssh,
+            authorized_key,
+        };
+        let live = {
+            let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+            let limit = self.settings.max_sessions_per_user;
+            if limit > 0 {
+                let owned = map
+                    .values()
+                    .filter(|s| s.lock().owner == caller.sub)
+                    .count();
+                if owned >= limit as usize {
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorCode::QuotaExceeded,
+                        format!("at most {limit} sessions per user"),
+                    )
+                    .with_details(json!({"limit": limit})));
+                }
+            }
+            let live = LiveSession::new(record.clone(), &self.tunnels);
+            map.insert(record.id, live.clone());
+            live
+        };
+        // The record is durable before the sandbox exists, so a crash mid-create leaves
+        // something a restart can clean up.
+        if let Err(err) = self.store.put(&record) {
+            self.forget(record.id);
+            return Err(err.into());
+        }
+        // Run the start on its own task: a client that hangs up mid-create must not leave a
+        // half-made sandbox behind.
+        let service = self.clone();
+        let host_private = host_key.private_openssh;
+        let started = tokio::spawn(async move {
+            let began = std::time::Instant::now();
+            let spec = SandboxSpec {
+                record: &record,
+                host_private_key: &host_private,
+            };
+            let result =
+                tokio::time::timeout(service.settings.create_timeout, service.runtime.create(spec))
+                    .await;
+            service.metrics.observe_create(began.elapsed());
+            match result {
+                Ok(Ok(())) => service.mark_running(&live).map_err(ApiError::from),
+                outcome => {
+                    let err = match outcome {
+                        Ok(Err(e)) => ApiError::from(e),
+                        _ => ApiError::new(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            ErrorCode::SandboxTimeout,
+                            "sandbox was not ready in time",
+                        ),
+                    };
+                    if let Err(cleanup) = service.runtime.delete(record.id).await {
+                        tracing::warn!(session_id = %record.id, error = %cleanup, "cleanup after failed create");
+                    }
+                    service.forget(record.id);
+                    if let Err(e) = service.store.remove(record.id) {
+                        tracing::error!(session_id = %record.id, error = %e, "cannot remove record");
+                    }
+                    Err(err)
+                }
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("create task failed: {e}")))?;
+        let record = started?;
+        tracing::info!(session_id = %record.id, owner = %record.owner, "session created");
+        self.metrics.created.fetch_add(1, Ordering::Relaxed);
+        Ok(to_wire(&record, private_key))
+    }
+
+    fn mark_running(&self, live: &LiveSession) -> Result<SessionRecord, crate::store::StoreError> {
+        let record = {
+            let mut record = live.lock();
+            record.status = SessionStatus::Running;
+            record.clone()
+        };
+        self.store.put(&record)?;
+        Ok(record)
+    }
+
+    fn forget(&self, id: Uuid) -> Option<Arc<LiveSession>> {
+        let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+        map.remove(&id)
+    }
+
+    pub fn get(&self, caller: &Caller, id: Uuid) -> Result<Session, ApiError> {
+        let live = self.visible(caller, id)?;
+        Ok(to_wire(&live.record(), None))
+    }
+
+    pub fn list(&self, caller: &Caller, limit: u32, offset: u64) -> SessionList {
+        let mut records: Vec<SessionRecord> = self
+            .all()
+            .iter()
+            .map(|live| live.record())
+            .filter(|r| caller.may_see(&r.owner))
+            .collect();
+        records.sort_by_key(|r| (r.created_at, r.id));
+        let total = records.len() as u64;
+        let sessions = records
+            .iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(limit as usize)
+            .map(|r| to_wire(r, None))
+            .collect();
+        SessionList {
+            sessions,
+            total,
+            limit,
+            offset,
+        }
+    }
+
+    pub fn extend(&self, caller: &Caller, id: Uuid, ttl: u64) -> Result<Session, ApiError> {
+        self.check_ttl(ttl)?;
+        let live = self.visible(caller, id)?;
+        let record = {
+            let mut record = live.lock();
+            if record.status == SessionStatus::Terminating {
+                return Err(ApiError::session_not_found());
+            }
+            record.expires_at = now() + Duration::from_secs(ttl);
+            record.ttl = ttl;
+            record.clone()
+        };
+        self.store.put(&record)?;
+        Ok(to_wire(&record, None))
+    }
+
+    pub async fn delete(&self, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
+        let live = self.visible(caller, id)?;
+        self.remove(&live, "deleted").await
+    }
+
+    /// Stops the sandbox, ends its tunnels and forgets the session.
+    async fn remove(&self, live: &LiveSession, why: &str) -> Result<(), ApiError> {
+        let record = {
+            let mut record = live.lock();
+            record.status = SessionStatus::Terminating;
+            record.clone()
+        };
+        live.cancel.cancel();
+        if let Err(err) = self.runtime.delete(record.id).await {
+            // Kept as terminating; the reaper tries again.
+            let _ = self.store.put(&record);
+            return Err(err.into());
+        }
+        self.store.remove(record.id)?;
+        self.forget(record.id);
+        self.metrics.deleted.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(session_id = %record.id, reason = why, "session removed");
+        Ok(())
+    }
+
+    /// Finds a running session of the caller and dials its SSH server.
+    pub async fn open_tunnel(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+    ) -> Result<(Arc<LiveSession>, BoxedStream), ApiError> {
+        let live = self.visible(caller, id)?;
+        let status = live.lock().status;
+        if status != SessionStatus::Running {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::SessionNotReady,
+                format!("session is {}", status_name(status)),
+            ));
+        }
+        let stream = self.runtime.connect(id).await?;
+        // Opening a tunnel is activity even before a byte moves.
+        live.bytes_relayed.fetch_add(1, Ordering::Relaxed);
+        Ok((live, stream))
+    }
+
+    /// One reaper pass: expiry, idleness, activity flush, and retries of failed deletes.
+    pub async fn reap(&self) {
+        let at = now();
+        let mut touched = Vec::new();
+        let mut doomed = Vec::new();
+        for live in self.all() {
+            let bytes = live.bytes_relayed.load(Ordering::Relaxed);
+            let mut record = live.lock();
+            if live.bytes_seen.swap(bytes, Ordering::Relaxed) != bytes {
+                record.last_activity_at = at;
+                touched.push(record.clone());
+            }
+            let expired = record.expires_at <= at;
+            let idle = record.idle_timeout > 0
+                && record.last_activity_at + Duration::from_secs(record.idle_timeout) <= at;
+            let stuck = record.status == SessionStatus::Terminating;
+            if expired || idle || stuck {
+                let why = if expired {
+                    "expired"
+                } else if idle {
+                    "idle"
+                } else {
+                    "retry"
+                };
+                drop(record);
+                doomed.push((live.clone(), why));
+            }
+        }
+        if !touched.is_empty()
+            && let Err(err) = self.store.put_many(&touched)
+        {
+            tracing::error!(error = %err, "cannot record session activity");
+        }
+        for (live, why) in doomed {
+            if let Err(err) = self.remove(&live, why).await {
+                tracing::warn!(error = %err.message, "reaper could not remove session");
+            } else {
+                self.metrics.reaped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Start-up: load records, drop what expired while we were down, make the rest usable.
+    pub async fn recover(&self) -> Result<(), ApiError> {
+        let records = self.store.load_all()?;
+        let at = now();
+        let mut known = Vec::new();
+        for mut record in records {
+            let id = record.id;
+            let unusable = record.status != SessionStatus::Running || record.expires_at <= at;
+            if unusable {
+                tracing::info!(session_id = %id, status = ?record.status, "removing session left from before the restart");
+                if let Err(err) = self.runtime.delete(id).await {
+                    tracing::warn!(session_id = %id, error = %err, "cannot remove sandbox; will retry");
+                    known.push(id);
+                    record.status = SessionStatus::Terminating;
+                    self.insert(record);
+                    continue;
+                }
+                self.store.remove(id)?;
+                continue;
+            }
+            known.push(id);
+            match self.runtime.recover(&record).await {
+                Ok(Recovery::Adopted) => tracing::info!(session_id = %id, "sandbox adopted"),
+                Ok(Recovery::Restarted) => tracing::info!(session_id = %id, "sandbox restarted"),
+                Err(err) => {
+                    tracing::error!(session_id = %id, error = %err, "sandbox cannot be recovered");
+                    record.status = SessionStatus::Failed;
+                    self.store.put(&record)?;
+                }
+            }
+            self.insert(record);
+        }
+        let removed = self.runtime.remove_orphans(&known).await?;
+        if removed > 0 {
+            tracing::info!(removed, "removed sandboxes without a session record");
+        }
+        Ok(())
+    }
+
+    fn insert(&self, record: SessionRecord) {
+        let live = LiveSession::new(record, &self.tunnels);
+        let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(live.lock().id, live.clone());
+    }
+
+    pub fn count_by_status(&self) -> HashMap<&'static str, u64> {
+        let mut counts = HashMap::new();
+        for live in self.all() {
+            *counts.entry(status_name(live.lock().status)).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+pub fn status_name(status: SessionStatus) -> &'static str {
+    match status {
+        SessionStatus::Pending => "pending",
+        SessionStatus::Running => "running",
+        SessionStatus::Failed => "failed",
+        SessionStatus::Terminating => "terminating",
+    }
+}
+
+pub fn to_wire(record: &SessionRecord, ssh_private_key: Option<String>) -> Session {
+    Session {
+        session_id: record.id,
+        status: record.status,
+        created_at: record.created_at,
+        expires_at: record.expires_at,
+        last_activity_at: record.last_activity_at,
+        metadata: record.metadata.clone(),
+        image: record.image.clone(),
+        ttl: record.ttl,
+        idle_timeout: record.idle_timeout,
+        ssh: SshInfo {
+            username: record.username.clone(),
+            host_keys: vec![record.host_public_key.clone()],
+            tunnel_path: format!("/v1/sessions/{}/tunnel", record.id),
+        },
+        ssh_private_key,
+    }
+}

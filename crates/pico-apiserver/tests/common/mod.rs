@@ -1,0 +1,440 @@
+//! Test harness: starts the real `pico-apiserver` binary on 127.0.0.1:0 and talks to it with
+//! a raw HTTP/1.1 client (so tests control every byte) and with OpenSSH.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const SECRET: &str = "test-secret-0123456789";
+
+pub fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pico-apiserver"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf()
+}
+
+pub fn agent_binary() -> PathBuf {
+    let path = bin_dir().join("pico-agent");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub state_dir: PathBuf,
+    pub args: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server with its own fresh state directory.
+    pub fn start(extra: &[&str]) -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("pico")
+            .tempdir()
+            .expect("tempdir");
+        let state_dir = tmp.path().join("state");
+        let mut server = Self::start_in(&state_dir, extra);
+        server._tmp = Some(tmp);
+        server
+    }
+
+    /// Starts a server on an existing state directory (restart tests).
+    pub fn start_in(state_dir: &Path, extra: &[&str]) -> Self {
+        let log = state_dir.with_extension("log");
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            "0".into(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "--reap-interval".into(),
+            "1".into(),
+        ];
+        if !extra.contains(&"--agent-binary") {
+            args.push("--agent-binary".into());
+            args.push(agent_binary().display().to_string());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pico-apiserver"))
+            .args(&args)
+            .env_remove("PICO_JWT_SECRET")
+            .env("RUST_LOG", "info,pico_apiserver=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start pico-apiserver");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| {
+                let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("server did not start: {line:?}\n{log_text}")
+            });
+        Self {
+            child: Some(child),
+            addr,
+            state_dir: state_dir.to_path_buf(),
+            args,
+            _tmp: None,
+            log,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    pub fn request(&self, method: &str, path: &str) -> Req {
+        Req {
+            addr: self.addr,
+            method: method.into(),
+            path: path.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Creates a session and returns its JSON.
+    pub fn create(&self, token: Option<&str>, body: &str) -> Value {
+        let mut req = self.request("POST", "/v1/sessions").json(body);
+        if let Some(token) = token {
+            req = req.bearer(token);
+        }
+        let res = req.send();
+        assert_eq!(res.status, 200, "create failed: {}", res.text());
+        res.json()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        kill_agents(&self.state_dir);
+    }
+}
+
+/// Kills every agent a state directory knows, so tests leave no process behind.
+pub fn kill_agents(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("sessions")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Ok(pid) = std::fs::read_to_string(entry.path().join("agent.pid")) {
+            let pid = pid.trim();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+pub struct Req {
+    addr: SocketAddr,
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+pub struct Res {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Res {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.head, self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+
+    /// Asserts the documented error body and returns it.
+    pub fn assert_error(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status, status, "{}\n{}", self.head, self.text());
+        let body = self.json();
+        assert_eq!(body["error"], code, "{body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+        assert!(
+            body["requestId"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+        let ts = body["timestamp"].as_str().expect("timestamp");
+        assert!(ts.ends_with('Z') && ts.len() == 27, "timestamp {ts}");
+        assert_eq!(
+            self.header("content-type").as_deref(),
+            Some("application/json")
+        );
+        body
+    }
+}
+
+impl Req {
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("Authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn json(self, body: &str) -> Self {
+        self.header("Content-Type", "application/json")
+            .body(body.as_bytes())
+    }
+
+    pub fn body(mut self, body: &[u8]) -> Self {
+        self.body = body.to_vec();
+        self
+    }
+
+    pub fn send(self) -> Res {
+        let mut stream = TcpStream::connect(self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.method, self.path, self.addr
+        );
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !self.body.is_empty() || matches!(self.method.as_str(), "POST" | "PATCH" | "PUT") {
+            head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).expect("write head");
+        // A server may answer (e.g. 413) before reading all of a large body.
+        let _ = stream.write_all(&self.body);
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        parse_response(&raw)
+    }
+}
+
+pub fn parse_response(raw: &[u8]) -> Res {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Res { status, head, body }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_text = String::from_utf8_lossy(&data[..end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[end + 2..end + 2 + size]);
+        data = &data[end + 2 + size + 2..];
+    }
+}
+
+/// An HS256 token for `sub` signed with `SECRET`, valid for an hour.
+pub fn token(sub: &str) -> String {
+    token_with(serde_json::json!({"sub": sub}))
+}
+
+pub fn token_with(mut claims: Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    if claims.get("exp").is_none() {
+        claims["exp"] = (now + 3600).into();
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("encode token")
+}
+
+/// Files OpenSSH needs to reach one session: its private key and a known_hosts pinning the
+/// host key from `hostKeys`.
+pub struct SshTarget {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub id: String,
+    pub token: Option<String>,
+}
+
+impl SshTarget {
+    pub fn new(server: &Server, session: &Value, token: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = session["sshPrivateKey"].as_str().expect("sshPrivateKey");
+        write_mode(&dir.path().join("id"), key, 0o600);
+        let host_key = session["ssh"]["hostKeys"][0].as_str().expect("host key");
+        write_mode(
+            &dir.path().join("known_hosts"),
+            &format!("pico-session {host_key}\n"),
+            0o600,
+        );
+        Self {
+            dir,
+            url: server.url(),
+            id: session["sessionId"].as_str().expect("id").to_owned(),
+            token: token.map(str::to_owned),
+        }
+    }
+
+    /// `ssh` through the CONNECT tunnel, verifying the pinned host key.
+    pub fn ssh(&self, command: &str) -> Output {
+        self.ssh_command(command).output().expect("run ssh")
+    }
+
+    pub fn ssh_command(&self, command: &str) -> Command {
+        let proxy = repo_root().join("tests/tools/connect-proxy.py");
+        let mut cmd = Command::new("ssh");
+        cmd.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg("-i")
+        .arg(self.dir.path().join("id"))
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            self.dir.path().join("known_hosts").display()
+        ))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "HostKeyAlias=pico-session",
+        ])
+        .args(["-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR"])
+        .arg("-o")
+        .arg(format!(
+            "ProxyCommand=python3 {} {} {} {}",
+            proxy.display(),
+            self.url,
+            self.id,
+            self.token.as_deref().unwrap_or("")
+        ))
+        .arg("sandbox@pico-session")
+        .arg(command)
+        .stdin(Stdio::null());
+        cmd
+    }
+}
+
+pub fn write_mode(path: &Path, contents: &str, mode: u32) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(mode)
+        .open(path)
+        .expect("write file");
+    file.write_all(contents.as_bytes()).expect("write");
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}

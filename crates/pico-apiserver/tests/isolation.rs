@@ -1,0 +1,66 @@
+//! From inside session A, session B's home and processes and the server's state directory
+//! are invisible or unreadable.
+
+mod common;
+
+use common::{Server, SshTarget, stderr, stdout};
+
+#[test]
+fn sessions_cannot_see_each_other_or_the_server() {
+    let server = Server::start(&[]);
+    let a = server.create(None, "");
+    let b = server.create(None, "");
+    let (ssh_a, ssh_b) = (
+        SshTarget::new(&server, &a, None),
+        SshTarget::new(&server, &b, None),
+    );
+    let b_id = b["sessionId"].as_str().expect("id");
+    let state = server.state_dir.display().to_string();
+    let b_home = server.state_dir.join("sessions").join(b_id).join("home");
+
+    let wrote = ssh_b.ssh("echo b-secret > ~/secret.txt && echo b-tmp > /tmp/b-marker && pwd");
+    assert!(wrote.status.success(), "{}", stderr(&wrote));
+    assert!(
+        b_home.join("secret.txt").is_file(),
+        "B's file is not in B's home"
+    );
+
+    let script = format!(
+        r#"
+        echo "pid1=$(tr '\0' ' ' < /proc/1/cmdline)"
+        echo "procs=$(ls /proc | grep -c '^[0-9]')"
+        echo "b_procs=$(grep -l {b_id} /proc/[0-9]*/cmdline 2>/dev/null | wc -l)"
+        echo "server_procs=$(grep -l pico-apiserver /proc/[0-9]*/cmdline 2>/dev/null | wc -l)"
+        echo "state=$(ls -A {state} 2>&1 | wc -l)"
+        cat {b_home}/secret.txt 2>/dev/null && echo "read-b-home"
+        cat {state}/pico.redb >/dev/null 2>&1 && echo "read-store"
+        ls /tmp/b-marker 2>/dev/null && echo "saw-b-tmp"
+        echo "homes=$(ls /home)"
+        echo "whoami=$(id -u)"
+        "#,
+        b_home = b_home.display()
+    );
+    let output = ssh_a.ssh(&script);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}\n{}", stderr(&output));
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .trim()
+            .to_owned()
+    };
+    assert!(value("pid1").contains("pico-agent"), "{text}");
+    let procs: u32 = value("procs").parse().expect("count");
+    assert!(procs < 20, "A sees {procs} processes:\n{text}");
+    assert_eq!(value("b_procs"), "0", "A sees B's processes");
+    assert_eq!(value("server_procs"), "0", "A sees the server");
+    assert_eq!(value("state"), "0", "A sees the state directory");
+    assert!(!text.contains("read-b-home"), "A read B's home");
+    assert!(!text.contains("read-store"), "A read the session store");
+    assert!(!text.contains("saw-b-tmp"), "A sees B's /tmp");
+    assert_eq!(value("homes"), "sandbox");
+    if common::is_root() {
+        assert_ne!(value("whoami"), "0", "sandbox commands run as host root");
+    }
+}

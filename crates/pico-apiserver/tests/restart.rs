@@ -1,0 +1,57 @@
+//! kill -9 the server with live sessions, start it again on the same state directory: the
+//! sessions work (agent adopted, or restarted with its files), and one whose TTL passed while
+//! the server was down is gone.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, SshTarget, stderr, stdout};
+
+#[test]
+fn sessions_survive_kill_9_and_expired_ones_are_reaped() {
+    let mut server = Server::start(&[]);
+    let state_dir = server.state_dir.clone();
+    let short = server.create(None, r#"{"ttl": 60}"#);
+    let short_created = Instant::now();
+    let one = server.create(None, "");
+    let two = server.create(None, "");
+    let ssh_one = SshTarget::new(&server, &one, None);
+    let wrote = ssh_one.ssh("echo kept > ~/keep.txt");
+    assert!(wrote.status.success(), "{}", stderr(&wrote));
+
+    server.kill9();
+    // While the server is down, session two's agent dies too: it must be restarted.
+    let two_id = two["sessionId"].as_str().expect("id");
+    let two_pid =
+        std::fs::read_to_string(state_dir.join("sessions").join(two_id).join("agent.pid"))
+            .expect("pid");
+    std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", two_pid.trim())])
+        .status()
+        .expect("kill");
+    // Let the short session's TTL pass while nothing runs.
+    let ttl_over = short_created + Duration::from_secs(61);
+    std::thread::sleep(ttl_over.saturating_duration_since(Instant::now()));
+
+    let restarted = Server::start_in(&state_dir, &[]);
+    let short_id = short["sessionId"].as_str().expect("id");
+    restarted
+        .request("GET", &format!("/v1/sessions/{short_id}"))
+        .send()
+        .assert_error(404, "SESSION_NOT_FOUND");
+    assert!(!state_dir.join("sessions").join(short_id).exists());
+    let list = restarted.request("GET", "/v1/sessions").send().json();
+    assert_eq!(list["total"], 2, "{list}");
+
+    for (session, command, expected) in [
+        (&one, "cat ~/keep.txt", "kept\n"),
+        (&two, "echo alive", "alive\n"),
+    ] {
+        let target = SshTarget::new(&restarted, session, None);
+        let output = target.ssh(command);
+        assert_eq!(stdout(&output), expected, "{}", stderr(&output));
+    }
+    assert!(restarted.logs().contains("sandbox adopted"));
+    assert!(restarted.logs().contains("sandbox restarted"));
+}

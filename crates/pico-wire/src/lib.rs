@@ -1,0 +1,209 @@
+//! Request, response and error types of the pico REST API (DESIGN.md §3), shared by the
+//! server and its clients. Field names are camelCase on the wire.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub mod timestamp;
+
+/// Default session lifetime in seconds.
+pub const DEFAULT_TTL: u64 = 3600;
+/// Smallest TTL a client may ask for, in seconds.
+pub const MIN_TTL: u64 = 60;
+/// Largest TTL a client may ask for, in seconds (`--max-ttl` may lower it).
+pub const MAX_TTL: u64 = 28_800;
+/// Default and bounds of `limit` when listing sessions.
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 100;
+
+/// Body of `POST /v1/sessions`; every field is optional and an empty body means all defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateSessionRequest {
+    /// Lifetime in seconds (60..=28800, default 3600).
+    #[schema(minimum = 60, maximum = 28800)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+    /// Container image (recorded by the local runtime, pulled by the Kubernetes runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// OpenSSH public key allowed to log in; when absent the server makes a key pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_public_key: Option<String>,
+    /// Free-form labels of the caller, returned as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// Seconds without tunnel traffic after which the session is deleted; 0 = never.
+    #[schema(minimum = 0)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<u64>,
+}
+
+/// Body of `PATCH /v1/sessions/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtendSessionRequest {
+    /// New lifetime counted from now, in seconds.
+    #[schema(minimum = 60, maximum = 28800)]
+    pub ttl: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    Pending,
+    Running,
+    Failed,
+    Terminating,
+}
+
+/// How to reach the session's SSH server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SshInfo {
+    pub username: String,
+    /// The sandbox's SSH host keys in OpenSSH public-key form, for host-key verification.
+    pub host_keys: Vec<String>,
+    /// Path to `CONNECT` to for a byte tunnel to the SSH server.
+    pub tunnel_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub session_id: Uuid,
+    pub status: SessionStatus,
+    #[serde(with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    pub last_activity_at: OffsetDateTime,
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    #[schema(nullable = true)]
+    pub image: Option<String>,
+    pub ttl: u64,
+    pub idle_timeout: u64,
+    pub ssh: SshInfo,
+    /// The server-made private key (OpenSSH format); present only in the create response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_private_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionList {
+    pub sessions: Vec<Session>,
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MessageResponse {
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    pub status: String,
+}
+
+/// Machine-readable error codes of the error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidTtl,
+    InvalidLimit,
+    InvalidSshKey,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    SessionNotFound,
+    SessionNotReady,
+    SandboxCreateFailed,
+    SandboxTimeout,
+    SandboxDeleteFailed,
+    SandboxUnreachable,
+    QuotaExceeded,
+    RateLimited,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    MethodNotAllowed,
+    InternalError,
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "INVALID_REQUEST",
+            Self::InvalidTtl => "INVALID_TTL",
+            Self::InvalidLimit => "INVALID_LIMIT",
+            Self::InvalidSshKey => "INVALID_SSH_KEY",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::NotFound => "NOT_FOUND",
+            Self::SessionNotFound => "SESSION_NOT_FOUND",
+            Self::SessionNotReady => "SESSION_NOT_READY",
+            Self::SandboxCreateFailed => "SANDBOX_CREATE_FAILED",
+            Self::SandboxTimeout => "SANDBOX_TIMEOUT",
+            Self::SandboxDeleteFailed => "SANDBOX_DELETE_FAILED",
+            Self::SandboxUnreachable => "SANDBOX_UNREACHABLE",
+            Self::QuotaExceeded => "QUOTA_EXCEEDED",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::InternalError => "INTERNAL_ERROR",
+            Self::Unavailable => "UNAVAILABLE",
+        }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub error: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+    #[serde(with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    pub timestamp: OffsetDateTime,
+    pub request_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_create_request_is_all_defaults() {
+        let req: CreateSessionRequest = serde_json::from_str("{}").expect("parse");
+        assert!(req.ttl.is_none() && req.ssh_public_key.is_none() && req.metadata.is_none());
+    }
+
+    #[test]
+    fn error_code_serializes_like_as_str() {
+        for code in [
+            ErrorCode::InvalidLimit,
+            ErrorCode::SessionNotFound,
+            ErrorCode::QuotaExceeded,
+        ] {
+            let json = serde_json::to_value(code).expect("serialize");
+            assert_eq!(json, Value::String(code.as_str().to_owned()));
+        }
+    }
+}
