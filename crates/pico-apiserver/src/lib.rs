@@ -14,6 +14,7 @@ pub mod service;
 pub mod store;
 mod sys;
 pub mod tunnel;
+pub mod websocket;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
+    let fd_limit = sys::raise_fd_limit();
+    tracing::debug!(fd_limit, "open-file limit");
     let auth = Authenticator::new(
         &config.jwt_secret,
         config.jwt_public_key.as_deref(),

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::api::{self, AppState};
-use crate::tunnel;
+use crate::{tunnel, websocket};
 
 /// A client gets this long to send a request's headers (slow-loris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,6 +76,9 @@ pub async fn serve(
                     return Ok::<_, Infallible>(
                         tunnel::handle(state, tunnels, tunnel_stop, request).await,
                     );
+                }
+                if websocket::is_websocket(&request) {
+                    return Ok(websocket::handle(state, tunnels, tunnel_stop, request).await);
                 }
                 router.oneshot(request.map(Body::new)).await
             }

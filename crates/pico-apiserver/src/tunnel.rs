@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::http::{Method, Request, Response, StatusCode, Uri};
+use axum::http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use hyper::ext::ReasonPhrase;
 use hyper_util::rt::TokioIo;
@@ -75,7 +75,13 @@ pub async fn handle<B: Send + 'static>(
                 Ok(response) => response,
                 Err(err) => {
                     tracing::info!(request_id = %request_id, status = err.status.as_u16(), error = %err.message, "tunnel refused");
-                    err.into_response()
+                    let mut response = err.into_response();
+                    // A refused tunnel ends the connection: proxy clients expect that, and
+                    // it leaves nothing half-open.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    response
                 }
             }
         })

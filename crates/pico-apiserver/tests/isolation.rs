@@ -7,7 +7,7 @@ use common::{Server, SshTarget, stderr, stdout};
 
 #[test]
 fn sessions_cannot_see_each_other_or_the_server() {
-    let server = Server::start(&[]);
+    let server = Server::start_outside_tmp(&[]);
     let a = server.create(None, "");
     let b = server.create(None, "");
     let (ssh_a, ssh_b) = (
@@ -29,20 +29,29 @@ fn sessions_cannot_see_each_other_or_the_server() {
         r#"
         echo "pid1=$(tr '\0' ' ' < /proc/1/cmdline)"
         echo "procs=$(ls /proc | grep -c '^[0-9]')"
-        echo "b_procs=$(grep -l {b_id} /proc/[0-9]*/cmdline 2>/dev/null | wc -l)"
-        echo "server_procs=$(grep -l pico-apiserver /proc/[0-9]*/cmdline 2>/dev/null | wc -l)"
-        echo "state=$(ls -A {state} 2>&1 | wc -l)"
+        echo "state=$(ls -A {state} 2>/dev/null | wc -l)"
         cat {b_home}/secret.txt 2>/dev/null && echo "read-b-home"
         cat {state}/pico.redb >/dev/null 2>&1 && echo "read-store"
         ls /tmp/b-marker 2>/dev/null && echo "saw-b-tmp"
         echo "homes=$(ls /home)"
         echo "whoami=$(id -u)"
         "#,
-        b_home = b_home.display()
+        b_home = b_home.display(),
     );
-    let output = ssh_a.ssh(&script);
-    let text = stdout(&output);
-    assert!(output.status.success(), "{text}\n{}", stderr(&output));
+    // A separate command, whose own text does not name B's home: `[x]yz` matches "xyz" but
+    // not the searching grep's command line.
+    let procs = format!(
+        r#"echo "b_procs=$(grep -l '[{}]{}' /proc/[0-9]*/cmdline 2>/dev/null | wc -l)"
+           echo "server_procs=$(grep -l '[p]ico-apiserver' /proc/[0-9]*/cmdline 2>/dev/null | wc -l)""#,
+        &b_id[..1],
+        &b_id[1..]
+    );
+    let mut text = String::new();
+    for command in [&script, &procs] {
+        let output = ssh_a.ssh(command);
+        assert!(output.status.success(), "{}", stderr(&output));
+        text.push_str(&stdout(&output));
+    }
     let value = |key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{key}=")))

@@ -164,10 +164,20 @@ fn a_dead_agent_is_restarted_and_an_unstartable_one_is_unreachable() {
     let dir = server.state_dir.join("sessions").join(id);
     let pid = std::fs::read_to_string(dir.join("agent.pid")).expect("pid");
     let kill = |pid: &str| {
+        let pid = pid.trim();
         std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", pid.trim())])
+            .args(["-KILL", "--", &format!("-{pid}")])
             .status()
             .expect("kill");
+        // Signals are asynchronous: wait until the server has reaped it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent {pid} did not die"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     };
     kill(&pid);
     let output = target.ssh("echo back");

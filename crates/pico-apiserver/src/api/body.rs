@@ -48,8 +48,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
                 ));
             }
         }
-        serde_json::from_slice(&bytes)
-            .map(|value| Self(Some(value)))
-            .map_err(|e| ApiError::invalid_request(format!("malformed JSON body: {e}")))
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::invalid_request(format!("malformed JSON body: {e}")))?;
+        // serde would also read a struct from an array; the API takes objects only.
+        if !value.is_object() {
+            return Err(ApiError::invalid_request(
+                "request body must be a JSON object",
+            ));
+        }
+        T::deserialize(value)
+            .map(|body| Self(Some(body)))
+            .map_err(|e| ApiError::invalid_request(format!("invalid request body: {e}")))
     }
 }

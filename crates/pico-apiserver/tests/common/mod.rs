@@ -45,9 +45,19 @@ pub struct Server {
 impl Server {
     /// Starts a server with its own fresh state directory.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_under(&std::env::temp_dir(), extra)
+    }
+
+    /// Starts a server whose state directory is not under `/tmp` (which every sandbox
+    /// replaces with its own), so that hiding the state directory itself is exercised.
+    pub fn start_outside_tmp(extra: &[&str]) -> Self {
+        Self::start_under(Path::new(env!("CARGO_TARGET_TMPDIR")), extra)
+    }
+
+    fn start_under(parent: &Path, extra: &[&str]) -> Self {
         let tmp = tempfile::Builder::new()
-            .prefix("pico")
-            .tempdir()
+            .prefix("p")
+            .tempdir_in(parent)
             .expect("tempdir");
         let state_dir = tmp.path().join("state");
         let mut server = Self::start_in(&state_dir, extra);

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs pico's server benchmarks on release builds; results go to stdout.
+# Usage: bench/run.sh [tunnel|latency|idle-tunnels|all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --bins -q
+what=${1:-all}
+run() { ./target/release/pico-bench --bin-dir target/release "$@"; }
+case "$what" in
+  tunnel) run tunnel ;;
+  latency) run latency ;;
+  idle-tunnels) run idle-tunnels ;;
+  all) run tunnel; run latency; run idle-tunnels ;;
+  *) echo "usage: $0 [tunnel|latency|idle-tunnels|all]" >&2; exit 2 ;;
+esac

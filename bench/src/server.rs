@@ -1,0 +1,185 @@
+//! Starts the release `pico-apiserver` on 127.0.0.1:0 with a fresh state directory and
+//! talks HTTP/1.1 and CONNECT to it.
+#![allow(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use russh::keys::{Algorithm, PrivateKey, PublicKey};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::process::{Child, Command};
+
+use crate::client::SessionInfo;
+
+pub struct Server {
+    child: Child,
+    addr: String,
+    state_dir: PathBuf,
+    key: Arc<PrivateKey>,
+}
+
+impl Server {
+    pub async fn start(bin_dir: &Path) -> anyhow::Result<Self> {
+        let state_dir = std::env::temp_dir().join(format!("pico-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state_dir);
+        let mut child = Command::new(bin_dir.join("pico-apiserver"))
+            .args(["--port", "0", "--state-dir"])
+            .arg(&state_dir)
+            .arg("--agent-binary")
+            .arg(bin_dir.join("pico-agent"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "start {}/pico-apiserver (run `make release`)",
+                    bin_dir.display()
+                )
+            })?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("stdout")?)
+            .read_line(&mut line)
+            .await?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .context("no listening line")?
+            .to_owned();
+        let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)?;
+        Ok(Self {
+            child,
+            addr,
+            state_dir,
+            key: Arc::new(key),
+        })
+    }
+
+    async fn http(&self, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+        let mut stream = TcpStream::connect(&self.addr).await?;
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await?;
+        let (head, body) = raw.split_once("\r\n\r\n").context("no HTTP head")?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("no status")?;
+        Ok((status, body.to_owned()))
+    }
+
+    pub async fn create_session(&self) -> anyhow::Result<SessionInfo> {
+        let public = self.key.public_key().to_openssh()?;
+        let body = serde_json::json!({ "sshPublicKey": public }).to_string();
+        let (status, text) = self.http("POST", "/v1/sessions", &body).await?;
+        if status != 200 {
+            bail!("create failed: {status} {text}");
+        }
+        let session: serde_json::Value = serde_json::from_str(&text)?;
+        let host_key = session["ssh"]["hostKeys"][0].as_str().context("hostKeys")?;
+        Ok(SessionInfo {
+            id: session["sessionId"]
+                .as_str()
+                .context("sessionId")?
+                .to_owned(),
+            host_key: PublicKey::from_openssh(host_key)?,
+            key: self.key.clone(),
+        })
+    }
+
+    pub async fn delete_session(&self, id: &str) -> anyhow::Result<()> {
+        let (status, text) = self
+            .http("DELETE", &format!("/v1/sessions/{id}"), "")
+            .await?;
+        if status != 200 {
+            bail!("delete failed: {status} {text}");
+        }
+        Ok(())
+    }
+
+    /// Opens a CONNECT tunnel and returns the stream positioned at the SSH banner.
+    pub async fn tunnel(&self, id: &str) -> anyhow::Result<TcpStream> {
+        let mut stream = TcpStream::connect(&self.addr).await?;
+        stream.set_nodelay(true)?;
+        let request = format!(
+            "CONNECT /v1/sessions/{id}/tunnel HTTP/1.1\r\nHost: {}\r\n\r\n",
+            self.addr
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = Vec::with_capacity(64);
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).await? == 0 {
+                bail!("tunnel closed before the answer");
+            }
+            head.push(byte[0]);
+        }
+        if !head.starts_with(b"HTTP/1.1 200") {
+            bail!("tunnel refused: {}", String::from_utf8_lossy(&head));
+        }
+        Ok(stream)
+    }
+
+    /// The agent's own socket: the baseline without the server in the path.
+    pub async fn agent_socket(&self, id: &str) -> anyhow::Result<UnixStream> {
+        Ok(
+            UnixStream::connect(self.state_dir.join("sessions").join(id).join("agent.sock"))
+                .await?,
+        )
+    }
+
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if let Ok(entries) = std::fs::read_dir(self.state_dir.join("sessions")) {
+            for entry in entries.flatten() {
+                if let Some(pid) = std::fs::read_to_string(entry.path().join("agent.pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                {
+                    // SAFETY: kill with a negative pid signals that process group only.
+                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! `--isolate`: unshare the namespaces, fork the sandbox's PID 1 and lay out its mounts.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use super::{check, close_stdout, cstr, egid, euid};
+
+/// What `--isolate` needs to set up the sandbox.
+pub struct IsolateSpec<'a> {
+    /// The session's home directory (canonical; it may lie under a hidden path).
+    pub home: &'a Path,
+    pub username: &'a str,
+    pub hide: &'a [PathBuf],
+    pub hostname: Option<&'a str>,
+    /// Not root: create a user namespace mapping our uid/gid to 0.
+    pub user_ns: bool,
+    /// Unix socket file the parent removes once the sandbox is gone.
+    pub socket: Option<PathBuf>,
+}
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(signal: libc::c_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// Enters fresh namespaces. Returns in the child, PID 1 of the new pid namespace, once its
+/// mounts are in place; the parent never returns: it waits for the child and exits with its
+/// status. Must run before any thread is started.
+pub fn isolate(spec: &IsolateSpec<'_>) -> io::Result<()> {
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if spec.user_ns {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    let (uid, gid) = (euid(), egid());
+    // The parent shares the new mount namespace, where the socket's directory may be hidden:
+    // it removes the socket through a directory descriptor opened now.
+    let socket = match &spec.socket {
+        Some(path) => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let name = path
+                .file_name()
+                .map(|n| n.as_bytes().to_vec())
+                .unwrap_or_default();
+            Some((
+                File::open(dir)?,
+                CString::new(name).map_err(io::Error::other)?,
+            ))
+        }
+        None => None,
+    };
+    // SAFETY: unshare affects only this (still single-threaded) process.
+    unsafe { check(libc::unshare(flags))? };
+    if spec.user_ns {
+        std::fs::write("/proc/self/uid_map", format!("0 {uid} 1\n"))?;
+        std::fs::write("/proc/self/setgroups", "deny\n")?;
+        std::fs::write("/proc/self/gid_map", format!("0 {gid} 1\n"))?;
+    }
+    // SAFETY: no other thread exists, so the child starts from a consistent state.
+    let pid = unsafe { check(libc::fork())? };
+    if pid > 0 {
+        parent_wait(pid, socket);
+    }
+    setup_mounts(spec)
+}
+
+/// The parent's whole remaining life: forward signals, wait, exit like the child.
+fn parent_wait(child: i32, socket: Option<(File, CString)>) -> ! {
+    CHILD.store(child, Ordering::SeqCst);
+    let _ = close_stdout();
+    let handler = forward_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: installs an async-signal-safe handler.
+        unsafe { libc::signal(signal, handler) };
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: valid out pointer.
+        let ret = unsafe { libc::waitpid(child, &mut status, 0) };
+        if ret == child {
+            break;
+        }
+        if ret == -1 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    if let Some((dir, name)) = socket {
+        // SAFETY: valid directory descriptor and C string.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    };
+    std::process::exit(code)
+}
+
+fn mount(
+    src: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let c = |s: Option<&str>| s.map(CString::new).transpose();
+    let bad = |_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in mount argument");
+    let (src, fstype, data) = (
+        c(src).map_err(bad)?,
+        c(fstype).map_err(bad)?,
+        c(data).map_err(bad)?,
+    );
+    let target_c = cstr(target)?;
+    let ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: every pointer is a valid C string or null, as mount(2) allows.
+    let ret = unsafe {
+        libc::mount(
+            ptr(&src),
+            target_c.as_ptr(),
+            ptr(&fstype),
+            flags,
+            ptr(&data).cast(),
+        )
+    };
+    check(ret)
+        .map(drop)
+        .map_err(|e| io::Error::new(e.kind(), format!("mount on {}: {e}", target.display())))
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`: a detached bind mount of `path`.
+fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
+    let c_path = cstr(path)?;
+    let flags = OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint;
+    // SAFETY: valid C string; the returned descriptor is checked and then owned.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_path.as_ptr(), flags) };
+    let fd = check(i32::try_from(fd).unwrap_or(-1))
+        .map_err(|e| io::Error::new(e.kind(), format!("open_tree {}: {e}", path.display())))?;
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `move_mount` of a detached tree onto `target`.
+fn attach_tree(tree: &OwnedFd, target: &Path) -> io::Result<()> {
+    let c_target = cstr(target)?;
+    let empty = c"";
+    // SAFETY: valid descriptor and C strings.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            c_target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    check(i32::try_from(ret).unwrap_or(-1))
+        .map(drop)
+        .map_err(|e| io::Error::new(e.kind(), format!("move_mount to {}: {e}", target.display())))
+}
+
+fn setup_mounts(spec: &IsolateSpec<'_>) -> io::Result<()> {
+    let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    // Nothing mounted here may propagate back to the host.
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    mount(
+        Some("proc"),
+        Path::new("/proc"),
+        Some("proc"),
+        nosuid_nodev | libc::MS_NOEXEC,
+        None,
+    )?;
+    let home_root = Path::new("/home");
+    // A detached copy of the home directory's mount, taken before /home or /tmp (where the
+    // home may live) are covered, and attached at /home/<user> afterwards.
+    let home_tree = clone_tree(spec.home)?;
+    std::fs::create_dir_all(home_root)?;
+    mount(
+        Some("tmpfs"),
+        home_root,
+        Some("tmpfs"),
+        nosuid_nodev,
+        Some("mode=0755"),
+    )?;
+    let home = home_root.join(spec.username);
+    std::fs::create_dir(&home)?;
+    attach_tree(&home_tree, &home)?;
+    mount(
+        Some("tmpfs"),
+        Path::new("/tmp"),
+        Some("tmpfs"),
+        nosuid_nodev,
+        Some("mode=1777"),
+    )?;
+    if Path::new("/dev/shm").is_dir() {
+        mount(
+            Some("tmpfs"),
+            Path::new("/dev/shm"),
+            Some("tmpfs"),
+            nosuid_nodev,
+            Some("mode=1777"),
+        )?;
+    }
+    for path in spec.hide {
+        if !path.is_dir() {
+            continue;
+        }
+        let flags = nosuid_nodev | libc::MS_NOEXEC;
+        mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some("mode=0755"))?;
+        mount(
+            None,
+            path,
+            None,
+            libc::MS_REMOUNT | libc::MS_RDONLY | flags,
+            None,
+        )?;
+    }
+    if let Some(name) = spec.hostname {
+        // SAFETY: pointer and length describe the name's bytes.
+        unsafe { check(libc::sethostname(name.as_ptr().cast(), name.len()))? };
+    }
+    std::env::set_current_dir("/")?;
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! A small HTTP/1.1 client of the pico REST API (DESIGN.md §3): one connection per call,
+//! JSON in and out, error bodies turned into one readable line.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use pico_wire::{CreateSessionRequest, ErrorBody, ExtendSessionRequest, Session, SessionList};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+/// How long a TCP connect to the server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest a REST call may take: creation waits for the sandbox to start.
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Largest response the CLI reads.
+const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `host:port`, for dialing and the `Host` header.
+    pub authority: String,
+    /// Path prefix of the API (a server behind a path-routing proxy), without a trailing `/`.
+    pub base_path: String,
+    pub token: Option<String>,
+}
+
+/// A parsed HTTP response.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Client {
+    pub fn new(url: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let rest = if let Some(rest) = url.strip_prefix("http://") {
+            rest
+        } else if url.starts_with("https://") {
+            bail!("https:// server URLs are not supported by this pico build yet; use http://");
+        } else {
+            bail!("server URL must start with http://, got {url:?}");
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            bail!("server URL {url:?} has no usable host");
+        }
+        let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')) {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Self {
+            authority,
+            base_path: path.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    pub fn path(&self, path: &str) -> String {
+        format!("{}{path}", self.base_path)
+    }
+
+    pub async fn dial(&self) -> anyhow::Result<TcpStream> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.authority))
+            .await
+            .map_err(|_| anyhow!("timed out connecting to the pico server at {}", self.authority))?
+            .with_context(|| format!("cannot reach the pico server at {}", self.authority))?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// The request head up to (not including) the blank line.
+    pub fn head(&self, method: &str, target: &str) -> String {
+        let mut head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: pico-cli/{}\r\n",
+            self.authority,
+            env!("CARGO_PKG_VERSION")
+        );
+        if let Some(token) = &self.token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        head
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Response> {
+        let call = async {
+            let mut stream = self.dial().await?;
+            let mut head = self.head(method, &self.path(path));
+            head.push_str("Connection: close\r\nAccept: application/json\r\n");
+            if let Some(body) = &body {
+                head.push_str(&format!(
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                    body.len()
+                ));
+            }
+            head.push_str("\r\n");
+            let mut request = head.into_bytes();
+            request.extend_from_slice(body.as_deref().unwrap_or_default());
+            stream.write_all(&request).await.context("sending the request failed")?;
+            let mut raw = Vec::new();
+            (&mut stream)
+                .take(MAX_RESPONSE as u64 + 1)
+                .read_to_end(&mut raw)
+                .await
+                .context("reading the response failed")?;
+            parse_response(&raw)
+        };
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .map_err(|_| anyhow!("the pico server did not answer {method} {path} in time"))?
+    }
+
+    /// Sends JSON and decodes the 2xx answer, or fails with the server's error message.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<T> {
+        let body = body.map(serde_json::to_vec).transpose()?;
+        let response = self.send(method, path, body).await?;
+        if !(200..300).contains(&response.status) {
+            return Err(api_error(response.status, &response.body));
+        }
+        serde_json::from_slice(&response.body)
+            .with_context(|| format!("unexpected answer from the server to {method} {path}"))
+    }
+
+    pub async fn create(&self, request: &CreateSessionRequest) -> anyhow::Result<Session> {
+        self.call("POST", "/v1/sessions", Some(request)).await
+    }
+
+    pub async fn list(&self, limit: u32, offset: u64) -> anyhow::Result<SessionList> {
+        let path = format!("/v1/sessions?limit={limit}&offset={offset}");
+        self.call("GET", &path, None::<&()>).await
+    }
+
+    pub async fn get(&self, id: Uuid) -> anyhow::Result<Session> {
+        self.call("GET", &format!("/v1/sessions/{id}"), None::<&()>).await
+    }
+
+    pub async fn delete(&self, id: Uuid) -> anyhow::Result<()> {
+        let _: serde_json::Value = self
+            .call("DELETE", &format!("/v1/sessions/{id}"), None::<&()>)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn extend(&self, id: Uuid, ttl: u64) -> anyhow::Result<Session> {
+        let body = ExtendSessionRequest { ttl };
+        self.call("PATCH", &format!("/v1/sessions/{id}"), Some(&body)).await
+    }
+
+    /// A session id from a full id or a unique prefix of one of the caller's sessions.
+    pub async fn resolve(&self, text: &str) -> anyhow::Result<Uuid> {
+        let text = text.trim();
+        if let Ok(id) = Uuid::parse_str(text) {
+            return Ok(id);
+        }
+        if text.len() < 4 || !text.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            bail!("{text:?} is not a session id");
+        }
+        let list = self.list(pico_wire::MAX_LIMIT, 0).await?;
+        let matches: Vec<Uuid> = list
+            .sessions
+            .iter()
+            .map(|s| s.session_id)
+            .filter(|id| id.to_string().starts_with(&text.to_ascii_lowercase()))
+            .collect();
+        match matches.as_slice() {
+            [id] => Ok(*id),
+            [] => bail!("no session matches {text:?}"),
+            _ => bail!("{text:?} matches {} sessions; give more of the id", matches.len()),
+        }
+    }
+}
+
+/// One line from an error response: the server's code and message when it sent the JSON body.
+pub fn api_error(status: u16, body: &[u8]) -> anyhow::Error {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(err) => anyhow!("{} (HTTP {status} {})", err.message, err.error.as_str()),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() {
+                anyhow!("the server answered HTTP {status}")
+            } else {
+                anyhow!("the server answered HTTP {status}: {}", truncate(text, 200))
+            }
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
+/// Parses a whole `Connection: close` response.
+pub fn parse_response(raw: &[u8]) -> anyhow::Result<Response> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let head_len = match parsed.parse(raw).context("malformed HTTP response")? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => bail!("the server closed the connection without an answer"),
+    };
+    let status = parsed.code.unwrap_or(0);
+    let headers: Vec<(String, String)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).trim().to_owned(),
+            )
+        })
+        .collect();
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let rest = &raw[head_len..];
+    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        dechunk(rest)?
+    } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        rest.get(..len).context("the server's answer was cut short")?.to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("malformed chunked body")?;
+        let size_text = String::from_utf8_lossy(&data[..end]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).context("malformed chunked body")?;
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = data
+            .get(end + 2..end + 2 + size)
+            .context("the server's answer was cut short")?;
+        out.extend_from_slice(chunk);
+        data = data.get(end + 2 + size + 2..).unwrap_or_default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c = Client::new("http://127.0.0.1:9000/", None).expect("url");
+        assert_eq!((c.authority.as_str(), c.base_path.as_str()), ("127.0.0.1:9000", ""));
+        let c = Client::new("http://pico.example/api/", None).expect("url");
+        assert_eq!((c.authority.as_str(), c.path("/v1/sessions").as_str()), ("pico.example:80", "/api/v1/sessions"));
+        assert!(Client::new("ftp://x", None).is_err());
+        assert!(Client::new("http://", None).is_err());
+    }
+
+    #[test]
+    fn responses_and_errors() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert_eq!(parse_response(raw).expect("parse").body, b"abcde");
+        let raw = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}";
+        let res = parse_response(raw).expect("parse");
+        assert_eq!((res.status, res.body.as_slice()), (404, &b"{}"[..]));
+        let body = br#"{"error":"SESSION_NOT_FOUND","message":"Session not found","timestamp":"2026-01-01T00:00:00.000000Z","requestId":"r"}"#;
+        assert_eq!(
+            api_error(404, body).to_string(),
+            "Session not found (HTTP 404 SESSION_NOT_FOUND)"
+        );
+        assert_eq!(api_error(502, b"").to_string(), "the server answered HTTP 502");
+    }
+}

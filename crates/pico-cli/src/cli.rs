@@ -1,0 +1,175 @@
+//! The command line: clap definitions of every `pico` subcommand and flag.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pico",
+    version,
+    about = "Command-line client of pico sandbox sessions",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Server URL (default from the config file, else http://127.0.0.1:8080).
+    #[arg(long, global = true, env = "PICO_URL")]
+    pub url: Option<String>,
+    /// Bearer token (default from the config file; none when the server has auth disabled).
+    #[arg(long, global = true, env = "PICO_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Config file (default $XDG_CONFIG_HOME/pico/config.toml or ~/.config/pico/config.toml).
+    #[arg(long, global = true, env = "PICO_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// Readable text.
+    #[default]
+    Text,
+    /// The server's JSON.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a session and print its id.
+    Create(CreateArgs),
+    /// List your sessions.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long, default_value_t = pico_wire::DEFAULT_LIMIT)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show one session (and pin its host key).
+    Get {
+        id: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Delete sessions.
+    #[command(alias = "rm")]
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Extend a session: it expires TTL seconds from now.
+    Extend {
+        id: String,
+        #[arg(long)]
+        ttl: u64,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Open a shell in a session, or run one command when one is given.
+    Ssh {
+        id: String,
+        /// Force a pseudo-terminal even for a command.
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Command to run instead of a shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Run a command in a session; its exit code becomes pico's.
+    Exec {
+        id: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Copy files to or from a session: `pico cp ./a ID:b`, `pico cp ID:b ./a`.
+    Cp {
+        /// Copy directories recursively.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        src: String,
+        dst: String,
+    },
+    /// Relay stdin/stdout to a session's SSH server (for OpenSSH's ProxyCommand).
+    Proxy {
+        /// Session id (`%h` in ProxyCommand); a trailing `:22` is ignored.
+        id: String,
+        /// Use the WebSocket tunnel instead of CONNECT (for proxies that strip CONNECT).
+        #[arg(long)]
+        websocket: bool,
+    },
+    /// Print an OpenSSH config stanza so that `ssh sandbox@SESSION_ID` works.
+    SshConfig {
+        /// Pass `--websocket` to the ProxyCommand.
+        #[arg(long)]
+        websocket: bool,
+    },
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Lifetime in seconds.
+    #[arg(long)]
+    pub ttl: Option<u64>,
+    /// Container image.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Seconds without traffic after which the session is deleted (0 = never).
+    #[arg(long)]
+    pub idle_timeout: Option<u64>,
+    /// A label `key=value`; repeatable.
+    #[arg(long = "metadata", short = 'm', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub metadata: Vec<(String, String)>,
+    /// Wait until the session's SSH server answers (the default).
+    #[arg(long, overrides_with = "no_wait")]
+    pub wait: bool,
+    /// Return as soon as the server has answered.
+    #[arg(long, overrides_with = "wait")]
+    pub no_wait: bool,
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn metadata_and_trailing_commands() {
+        let cli = Cli::parse_from(["pico", "create", "-m", "a=b=c", "--no-wait"]);
+        let Command::Create(args) = cli.command else {
+            panic!("not create")
+        };
+        assert_eq!(args.metadata, vec![("a".into(), "b=c".into())]);
+        assert!(args.no_wait);
+        let cli = Cli::parse_from(["pico", "exec", "ID", "--", "sh", "-c", "exit 3"]);
+        let Command::Exec { command, .. } = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(command, ["sh", "-c", "exit 3"]);
+        assert!(parse_key_value("=x").is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! `pico`, the command-line client of pico sandbox sessions (DESIGN.md §8): dispatch, and
+//! errors as one line on stderr with a non-zero exit.
+
+mod api;
+mod cli;
+mod commands;
+mod config;
+mod cp;
+mod proxy;
+mod ssh;
+mod term;
+mod tunnel;
+
+use std::io::Write;
+
+use anyhow::bail;
+use clap::{CommandFactory, Parser};
+
+use crate::api::Client;
+use crate::cli::{Cli, Command};
+use crate::config::Settings;
+use crate::cp::Spec;
+
+/// Exit code of `ssh`/`exec` when pico itself failed, as OpenSSH does: remote commands'
+/// own codes stay distinguishable from it.
+const SSH_FAILED: i32 = 255;
+
+fn main() {
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        eprintln!("pico: internal error: {}", one_line(&message));
+    }));
+    let cli = Cli::parse();
+    let is_ssh = matches!(cli.command, Command::Ssh { .. } | Command::Exec { .. });
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => {
+            let result = runtime.block_on(run(cli));
+            // Not a plain drop: that waits for a blocking read of stdin that may still be
+            // parked in the runtime, holding the process until the user presses a key.
+            runtime.shutdown_background();
+            match result {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("pico: {}", one_line(&format!("{err:#}")));
+                    if is_ssh { SSH_FAILED } else { 1 }
+                }
+            }
+        }
+        Err(err) => {
+            eprintln!("pico: cannot start: {err}");
+            1
+        }
+    };
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "pico", &mut std::io::stdout());
+        return Ok(0);
+    }
+    let settings = Settings::resolve(&cli.global)?;
+    let client = Client::new(&settings.url, settings.token.clone())?;
+    match cli.command {
+        Command::Completions { .. } => {}
+        Command::Create(args) => commands::create(&client, &settings, args).await?,
+        Command::List {
+            limit,
+            offset,
+            output,
+        } => commands::list(&client, limit, offset, output).await?,
+        Command::Get { id, output } => {
+            let session = client.get(client.resolve(&id).await?).await?;
+            settings.pin_host_keys(&session.session_id.to_string(), &session.ssh.host_keys)?;
+            commands::print_session(&session, output)?;
+        }
+        Command::Delete { ids } => {
+            for id in ids {
+                let id = client.resolve(&id).await?;
+                client.delete(id).await?;
+                settings.pin_host_keys(&id.to_string(), &[])?;
+                println!("deleted {id}");
+            }
+        }
+        Command::Extend { id, ttl, output } => {
+            let session = client.extend(client.resolve(&id).await?, ttl).await?;
+            commands::print_session(&session, output)?;
+        }
+        Command::Ssh { id, tty, command } => {
+            let command = (!command.is_empty()).then(|| ssh::command_line(&command));
+            let pty = tty || (command.is_none() && term::stdin_is_tty());
+            return remote(&client, &settings, &id, command.as_deref(), pty).await;
+        }
+        Command::Exec { id, command } => {
+            let command = ssh::command_line(&command);
+            return remote(&client, &settings, &id, Some(&command), false).await;
+        }
+        Command::Cp {
+            recursive,
+            src,
+            dst,
+        } => copy(&client, &settings, Spec::parse(&src), Spec::parse(&dst), recursive).await?,
+        Command::Proxy { id, websocket } => {
+            let id = client.resolve(proxy::target(&id)).await?;
+            // Pin before the tunnel opens: OpenSSH reads known_hosts only after the banner.
+            if let Ok(session) = client.get(id).await {
+                settings.pin_host_keys(&id.to_string(), &session.ssh.host_keys)?;
+            }
+            if websocket {
+                proxy::websocket(&client, id).await?;
+            } else {
+                proxy::connect(&client, id).await?;
+            }
+        }
+        Command::SshConfig { websocket } => commands::ssh_config(&client, &settings, websocket).await?,
+    }
+    Ok(0)
+}
+
+async fn connect(client: &Client, settings: &Settings, id: &str) -> anyhow::Result<ssh::Connection> {
+    let session = client.get(client.resolve(id).await?).await?;
+    settings.pin_host_keys(&session.session_id.to_string(), &session.ssh.host_keys)?;
+    ssh::connect(client, &session, settings.key()?).await
+}
+
+async fn remote(
+    client: &Client,
+    settings: &Settings,
+    id: &str,
+    command: Option<&str>,
+    pty: bool,
+) -> anyhow::Result<i32> {
+    let connection = connect(client, settings, id).await?;
+    let code = connection.run(command, pty).await?;
+    connection.close().await;
+    Ok(code)
+}
+
+async fn copy(client: &Client, settings: &Settings, src: Spec, dst: Spec, recursive: bool) -> anyhow::Result<()> {
+    let (session, upload, local, remote) = match (src, dst) {
+        (Spec::Local(local), Spec::Remote { session, path }) => (session, true, local, path),
+        (Spec::Remote { session, path }, Spec::Local(local)) => (session, false, local, path),
+        (Spec::Local(_), Spec::Local(_)) => bail!("one side of `pico cp` must be SESSION_ID:PATH"),
+        (Spec::Remote { .. }, Spec::Remote { .. }) => {
+            bail!("copying between two sessions is not supported; copy through a local file")
+        }
+    };
+    let connection = connect(client, settings, &session).await?;
+    let sftp = connection.sftp().await?;
+    let result = if upload {
+        cp::upload(&sftp, &local, &remote, recursive).await
+    } else {
+        cp::download(&sftp, &remote, &local, recursive).await
+    };
+    let _ = sftp.close().await;
+    connection.close().await;
+    result
+}

@@ -1,0 +1,22 @@
+//! An emulated Kubernetes API server for tests, with simulated agent-sandbox controller and kubelet.
+
+mod agent;
+mod api;
+mod config;
+mod controller;
+mod error;
+mod kubelet;
+mod openapi;
+mod patch;
+mod resources;
+mod selector;
+mod server;
+mod status;
+mod store;
+mod table;
+mod watch;
+
+pub use config::{EmulatorConfig, FailureKind, ImageFailure, default_agent_binary, parse_duration, parse_image_failure};
+pub use controller::{NAME_HASH_LABEL, name_hash};
+pub use error::Error;
+pub use server::{Emulator, EmulatorHandle, kubeconfig_yaml};

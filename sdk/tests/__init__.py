@@ -1,0 +1,1 @@
+"""Tests of the pico Python SDK against a real pico-apiserver."""

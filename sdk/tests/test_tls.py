@@ -1,0 +1,156 @@
+"""HTTPS: the REST client and the CONNECT tunnel over TLS (a server with --enable-tls and a
+self-signed certificate made here)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+import ssl
+import threading
+
+import pytest
+
+from sdk.sandbox_sessions_sdk import (
+    HTTPConnectTunnel,
+    SandboxConnectionError,
+    SessionsClient,
+    SessionSSHClient,
+)
+from sdk.tests.helpers import PicoServer
+
+
+def _self_signed(directory):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pico-sdk-test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class TLSFront:
+    """A TLS terminator in front of a plain server (threads relaying bytes both ways), for
+    servers built without --enable-tls support."""
+
+    def __init__(self, backend_addr: str, cert, key) -> None:
+        host, port = backend_addr.rsplit(":", 1)
+        self.backend = (host, int(port))
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(cert), str(key))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw) -> None:
+        try:
+            front = self.ctx.wrap_socket(raw, server_side=True)
+            back = socket.create_connection(self.backend)
+        except OSError:
+            raw.close()
+            return
+
+        def pump(src, dst):
+            try:
+                while True:
+                    data = src.recv(65536)
+                    if not data:
+                        break
+                    dst.sendall(data)
+            except OSError:
+                pass
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+        threading.Thread(target=pump, args=(back, front), daemon=True).start()
+        pump(front, back)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory, server):
+    """https://...: the server's own TLS when it has it, else a TLS terminator in front."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = _self_signed(directory)
+    try:
+        own = PicoServer(directory / "state", ["--enable-tls", "--tls-cert", str(cert), "--tls-key", str(key)])
+    except RuntimeError as exc:
+        if "not supported" not in str(exc):
+            raise
+        front = TLSFront(server.addr, cert, key)
+        front.ca = str(cert)
+        yield front
+        front.close()
+        return
+    own.url = own.url.replace("http://", "https://")
+    own.ca = str(cert)
+    try:
+        yield own
+    finally:
+        own.stop()
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_rest_and_ssh_over_https(tls_server):
+    with SessionsClient(tls_server.url, None, verify_ssl=tls_server.ca) as c:
+        s = c.create_session(ttl=300)
+        try:
+            assert c.get_session(s.session_id).status == "running"
+            with SessionSSHClient(tls_server.url, None, s.session_id, verify_ssl=tls_server.ca) as ssh:
+                r = ssh.run_command("echo over-tls; echo e >&2; exit 2")
+                assert r == {"stdout": "over-tls\n", "stderr": "e\n", "exit_code": 2}
+            # verify_ssl=False skips verification, for the tunnel too
+            with SessionSSHClient(tls_server.url, None, s.session_id, verify_ssl=False) as ssh:
+                assert ssh.run_command("true")["exit_code"] == 0
+        finally:
+            c.delete_session(s.session_id)
+
+
+def test_untrusted_certificate_is_refused(tls_server):
+    with SessionsClient(tls_server.url, None) as c:  # system CAs only
+        with pytest.raises(SandboxConnectionError):
+            c.list_sessions()
+    with pytest.raises(SandboxConnectionError):
+        HTTPConnectTunnel(tls_server.url, None, "00000000-0000-4000-8000-000000000000").open()
