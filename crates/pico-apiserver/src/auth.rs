@@ -79,14 +79,19 @@ impl Authenticator {
             let mut v = Validation::new(alg);
             v.leeway = LEEWAY_SECS;
             v.validate_nbf = true;
-            v.set_required_spec_claims(&["exp"]);
+            let mut required = vec!["exp"];
             if let Some(iss) = issuer {
                 v.set_issuer(&[iss]);
+                required.push("iss");
             }
             match audience {
-                Some(aud) => v.set_audience(&[aud]),
+                Some(aud) => {
+                    v.set_audience(&[aud]);
+                    required.push("aud");
+                }
                 None => v.validate_aud = false,
             }
+            v.set_required_spec_claims(&required);
             v
         };
         let mut keys = Vec::new();
@@ -159,6 +164,65 @@ impl Authenticator {
         let admin = claims.scope.is_some_and(|s| s.contains(ADMIN_SCOPE));
         Ok(Caller { sub, admin })
     }
+}
+
+/// Signs a development token with the HS256 secret (`pico-apiserver token`).
+pub fn mint_hs256(
+    secret: &str,
+    sub: &str,
+    ttl_secs: u64,
+    scope: Option<&str>,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "a token needs --jwt-secret (or PICO_JWT_SECRET), the same the server runs with"
+    );
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut claims = serde_json::json!({
+        "sub": sub,
+        "iat": now,
+        "exp": now + i64::try_from(ttl_secs)?,
+    });
+    if let Some(scope) = scope {
+        claims["scope"] = scope.into();
+    }
+    if let Some(iss) = issuer {
+        claims["iss"] = iss.into();
+    }
+    if let Some(aud) = audience {
+        claims["aud"] = aud.into();
+    }
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+/// Parses `3600`, `90s`, `30m`, `1h` or `7d` into seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 3600, 90s, 30m, 1h or 7d"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use s, m, h or d)"
+            ));
+        }
+    };
+    Ok(number * factor)
 }
 
 fn describe(err: &jsonwebtoken::errors::Error) -> &'static str {

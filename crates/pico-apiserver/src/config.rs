@@ -93,6 +93,10 @@ pub struct Config {
     #[arg(long, env = "PICO_MAX_SESSIONS_PER_USER", default_value_t = 0)]
     pub max_sessions_per_user: u32,
 
+    /// Session creates one user may make per minute (0 = unlimited).
+    #[arg(long, env = "PICO_CREATE_RATE", default_value_t = 60)]
+    pub create_rate: u32,
+
     /// Image holding the static pico-agent (Kubernetes init container).
     #[arg(long, env = "PICO_AGENT_IMAGE", default_value = "pico:latest")]
     pub agent_image: String,
@@ -122,6 +126,18 @@ pub struct Config {
 pub enum Command {
     /// Print the OpenAPI document (YAML) that the server serves at /openapi.json.
     Openapi,
+    /// Print an HS256 token signed with --jwt-secret, for development.
+    Token {
+        /// The user (`sub` claim).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. 3600, 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Space-separated scopes, e.g. "sessions:admin".
+        #[arg(long)]
+        scope: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -190,17 +206,11 @@ impl Config {
                 pico_wire::MAX_TTL
             ));
         }
-        if self.enable_tls {
-            return Err(
-                "--enable-tls is not supported yet (TLS arrives with the auth/TLS issue); \
-                 terminate TLS in front of pico for now"
-                    .into(),
-            );
+        if self.enable_tls && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err("--enable-tls needs --tls-cert and --tls-key (PEM files)".into());
         }
-        if self.tls_cert.is_some() || self.tls_key.is_some() {
-            return Err(
-                "--tls-cert/--tls-key need --enable-tls, which is not supported yet".into(),
-            );
+        if !self.enable_tls && (self.tls_cert.is_some() || self.tls_key.is_some()) {
+            return Err("--tls-cert/--tls-key are given but --enable-tls is not".into());
         }
         if self.effective_runtime() == RuntimeKind::Kubernetes {
             return Err(

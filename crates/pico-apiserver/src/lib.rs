@@ -7,12 +7,14 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod ratelimit;
 pub mod reaper;
 pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod store;
 mod sys;
+pub mod tls;
 pub mod tunnel;
 pub mod websocket;
 
@@ -52,6 +54,15 @@ pub async fn run(
              user \"anonymous\"; keep the server on loopback"
         );
     }
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) if config.enable_tls => {
+            Some(Arc::new(tls::Tls::new(tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })?))
+        }
+        _ => None,
+    };
     let state_dir = config.state_dir();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
@@ -88,6 +99,7 @@ pub async fn run(
     let state = AppState {
         service,
         auth: Arc::new(auth),
+        create_limit: Arc::new(ratelimit::RateLimiter::new(config.create_rate)),
     };
     server::serve(
         listener,
@@ -95,6 +107,7 @@ pub async fn run(
         shutdown,
         server::ServeOptions {
             grace: Duration::from_secs(config.shutdown_grace),
+            tls,
         },
     )
     .await;

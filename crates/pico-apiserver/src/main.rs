@@ -19,12 +19,28 @@ fn main() {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    if let Some(Command::Openapi) = config.command {
-        let yaml = pico_apiserver::api::openapi::document()
-            .to_yaml()
-            .context("cannot render the OpenAPI document")?;
-        print!("{yaml}");
-        return Ok(());
+    match &config.command {
+        Some(Command::Openapi) => {
+            let yaml = pico_apiserver::api::openapi::document()
+                .to_yaml()
+                .context("cannot render the OpenAPI document")?;
+            print!("{yaml}");
+            return Ok(());
+        }
+        Some(Command::Token { sub, ttl, scope }) => {
+            let ttl = pico_apiserver::auth::parse_duration(ttl).map_err(anyhow::Error::msg)?;
+            let token = pico_apiserver::auth::mint_hs256(
+                &config.jwt_secret,
+                sub,
+                ttl,
+                scope.as_deref(),
+                config.jwt_issuer.as_deref(),
+                config.jwt_audience.as_deref(),
+            )?;
+            println!("{token}");
+            return Ok(());
+        }
+        None => {}
     }
     config.validate().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -2,19 +2,24 @@
 //! timeouts and a graceful drain at shutdown.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::api::{self, AppState};
+use crate::tls::Tls;
 use crate::{tunnel, websocket};
 
 /// A client gets this long to send a request's headers (slow-loris guard).
@@ -25,7 +30,12 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub struct ServeOptions {
     /// How long open requests and tunnels may finish after shutdown begins.
     pub grace: Duration,
+    /// Serve HTTPS with this instead of plain HTTP.
+    pub tls: Option<Arc<Tls>>,
 }
+
+/// A TLS client gets this long to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` fires, then drains connections and tunnels for at most `grace`.
 pub async fn serve(
@@ -47,6 +57,10 @@ pub async fn serve(
         // The CONNECT answer must be exactly the status line and a blank line.
         .auto_date_header(false);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    if let Some(tls) = &options.tls {
+        tokio::spawn(tls.clone().watch(shutdown.clone()));
+    }
 
     loop {
         let (stream, peer) = tokio::select! {
@@ -62,36 +76,32 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let state = state.clone();
-        let tunnels = tunnels.clone();
-        let tunnel_stop = tunnel_stop.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let router = router.clone();
-            let state = state.clone();
-            let tunnels = tunnels.clone();
-            let tunnel_stop = tunnel_stop.clone();
-            async move {
-                if tunnel::is_connect(&request) {
-                    return Ok::<_, Infallible>(
-                        tunnel::handle(state, tunnels, tunnel_stop, request).await,
-                    );
-                }
-                if websocket::is_websocket(&request) {
-                    return Ok(websocket::handle(state, tunnels, tunnel_stop, request).await);
-                }
-                router.oneshot(request.map(Body::new)).await
+        let connection = Connection {
+            router: router.clone(),
+            state: state.clone(),
+            tunnels: tunnels.clone(),
+            tunnel_stop: tunnel_stop.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+        };
+        match &options.tls {
+            None => {
+                tokio::spawn(connection.serve(stream, peer));
             }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            Some(tls) => {
+                let acceptor = tls.acceptor.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => connection.serve(stream, peer).await,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
             }
-        });
+        }
     }
     drop(listener);
     tracing::info!(
@@ -110,5 +120,54 @@ pub async fn serve(
         );
         tunnel_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), tunnels.wait()).await;
+    }
+}
+
+/// What one accepted connection needs.
+struct Connection {
+    router: Router,
+    state: AppState,
+    tunnels: TaskTracker,
+    tunnel_stop: CancellationToken,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+}
+
+impl Connection {
+    async fn serve<I>(self, io: I, peer: SocketAddr)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            router,
+            state,
+            tunnels,
+            tunnel_stop,
+            builder,
+            watcher,
+        } = self;
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let router = router.clone();
+            let state = state.clone();
+            let tunnels = tunnels.clone();
+            let tunnel_stop = tunnel_stop.clone();
+            async move {
+                if tunnel::is_connect(&request) {
+                    return Ok::<_, Infallible>(
+                        tunnel::handle(state, tunnels, tunnel_stop, request).await,
+                    );
+                }
+                if websocket::is_websocket(&request) {
+                    return Ok(websocket::handle(state, tunnels, tunnel_stop, request).await);
+                }
+                router.oneshot(request.map(Body::new)).await
+            }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        if let Err(err) = watcher.watch(connection).await {
+            tracing::debug!(%peer, error = %err, "connection ended with an error");
+        }
     }
 }

@@ -19,6 +19,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::{Authenticator, Caller};
 use crate::error::{ApiError, REQUEST_ID};
+use crate::ratelimit::RateLimiter;
 use crate::service::SessionService;
 
 /// Largest request body accepted, as promised by the API.
@@ -28,6 +29,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct AppState {
     pub service: Arc<SessionService>,
     pub auth: Arc<Authenticator>,
+    pub create_limit: Arc<RateLimiter>,
 }
 
 pub fn router(state: AppState) -> Router {

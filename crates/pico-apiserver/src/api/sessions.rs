@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use pico_wire::{
     CreateSessionRequest, ErrorBody, ErrorCode, ExtendSessionRequest, MessageResponse, Session,
     SessionList,
@@ -26,7 +27,7 @@ fn session_id(raw: &str) -> Result<Uuid, ApiError> {
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
-        (status = 429, description = "QUOTA_EXCEEDED", body = ErrorBody),
+        (status = 429, description = "QUOTA_EXCEEDED or RATE_LIMITED", body = ErrorBody),
         (status = 500, description = "SANDBOX_CREATE_FAILED", body = ErrorBody),
         (status = 504, description = "SANDBOX_TIMEOUT", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -34,12 +35,27 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     OptionalJson(body): OptionalJson<CreateSessionRequest>,
-) -> Result<Json<Session>, ApiError> {
-    let session = state
-        .service
-        .create(&caller, body.unwrap_or_default())
-        .await?;
-    Ok(Json(session))
+) -> Response {
+    let decision = state.create_limit.check(&caller.sub);
+    let mut response = match &decision {
+        Some(d) if !d.allowed => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            format!("too many creates: at most {} a minute", d.limit),
+        )
+        .with_details(serde_json::json!({"retryAfter": d.retry_after}))
+        .into_response(),
+        _ => state
+            .service
+            .create(&caller, body.unwrap_or_default())
+            .await
+            .map(Json)
+            .into_response(),
+    };
+    if let Some(decision) = decision {
+        decision.write_headers(response.headers_mut());
+    }
+    response
 }
 
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
