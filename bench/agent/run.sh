@@ -72,25 +72,42 @@ done
 OPTS=(-F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o "UserKnownHostsFile=$WORK/known_hosts"
       -o IdentitiesOnly=yes -i "$WORK/client" -o LogLevel=ERROR)
 
-# $1 = name, $2 = port, $3 = user; prints "download_s upload_s exec_ms"
-measure() {
-    local port=$2 user=$3 best_down=999999 best_up=999999 t0 t1 d
-    for _ in $(seq "$ROUNDS"); do
-        t0=$(now); echo "get $WORK/data/src.bin /dev/null" | sftp "${OPTS[@]}" -P "$port" -b - "$user@127.0.0.1" >/dev/null; t1=$(now)
-        d=$(echo "$t1 - $t0" | bc -l); best_down=$(echo "if ($d < $best_down) $d else $best_down" | bc -l)
-        rm -f "$WORK/data/up.bin"
-        t0=$(now); echo "put $WORK/data/src.bin $WORK/data/up.bin" | sftp "${OPTS[@]}" -P "$port" -b - "$user@127.0.0.1" >/dev/null; t1=$(now)
-        d=$(echo "$t1 - $t0" | bc -l); best_up=$(echo "if ($d < $best_up) $d else $best_up" | bc -l)
-        cmp -s "$WORK/data/src.bin" "$WORK/data/up.bin" || { echo "$1: upload corrupted" >&2; exit 1; }
-    done
+# Seconds taken by one sftp batch line against port $1 as user $2.
+timed_sftp() {
+    local t0 t1
     t0=$(now)
-    for _ in $(seq "$EXEC_N"); do ssh "${OPTS[@]}" -p "$port" "$user@127.0.0.1" true; done
+    echo "$3" | sftp "${OPTS[@]}" -P "$1" -b - "$2@127.0.0.1" >/dev/null
     t1=$(now)
-    echo "$best_down $best_up $(echo "($t1 - $t0) * 1000 / $EXEC_N" | bc -l)"
+    echo "$t1 - $t0" | bc -l
 }
+min() { echo "if ($1 < $2) $1 else $2" | bc -l; }
 
-read -r a_down a_up a_exec < <(measure pico-agent "$AGENT_PORT" sandbox)
-read -r s_down s_up s_exec < <(measure sshd "$SSHD_PORT" root)
+# Rounds alternate between the two servers, so background load hits both alike.
+a_down=999999; a_up=999999; s_down=999999; s_up=999999
+for _ in $(seq "$ROUNDS"); do
+    a_down=$(min "$a_down" "$(timed_sftp "$AGENT_PORT" sandbox "get $WORK/data/src.bin /dev/null")")
+    s_down=$(min "$s_down" "$(timed_sftp "$SSHD_PORT" root "get $WORK/data/src.bin /dev/null")")
+    for server in agent sshd; do
+        rm -f "$WORK/data/up.bin"
+        if [ "$server" = agent ]; then
+            a_up=$(min "$a_up" "$(timed_sftp "$AGENT_PORT" sandbox "put $WORK/data/src.bin $WORK/data/up.bin")")
+        else
+            s_up=$(min "$s_up" "$(timed_sftp "$SSHD_PORT" root "put $WORK/data/src.bin $WORK/data/up.bin")")
+        fi
+        cmp -s "$WORK/data/src.bin" "$WORK/data/up.bin" || { echo "$server: upload corrupted" >&2; exit 1; }
+    done
+done
+
+# Mean of EXEC_N connections running `true` (connect, key exchange, auth, exec, exit).
+exec_ms() {
+    local t0 t1
+    t0=$(now)
+    for _ in $(seq "$EXEC_N"); do ssh "${OPTS[@]}" -p "$1" "$2@127.0.0.1" true; done
+    t1=$(now)
+    echo "($t1 - $t0) * 1000 / $EXEC_N" | bc -l
+}
+a_exec=$(exec_ms "$AGENT_PORT" sandbox)
+s_exec=$(exec_ms "$SSHD_PORT" root)
 
 mibs() { echo "$SIZE_MIB / $1" | bc -l; }
 printf "file %d MiB, best of %d rounds; exec = mean of %d x 'ssh host true'\n" "$SIZE_MIB" "$ROUNDS" "$EXEC_N"

@@ -147,19 +147,20 @@ class SessionList(Dict[str, Any]):
 
     @property
     def sessions(self) -> List[Session]:
-        return self["sessions"]
+        sessions: List[Session] = self["sessions"]
+        return sessions
 
     @property
     def total(self) -> int:
-        return self["total"]
+        return int(self["total"])
 
     @property
     def limit(self) -> int:
-        return self["limit"]
+        return int(self["limit"])
 
     @property
     def offset(self) -> int:
-        return self["offset"]
+        return int(self["offset"])
 
     def __len__(self) -> int:  # number of sessions on this page
         return len(self["sessions"])
@@ -229,7 +230,7 @@ class SessionsClient:
         timeout: float = 30,
         verify_ssl: Union[bool, str] = True,
         *,
-        key_store: Union[KeyStore, str, os.PathLike, None, bool] = None,
+        key_store: Union[KeyStore, str, "os.PathLike[str]", None, bool] = None,
         generate_keys: bool = True,
     ) -> None:
         api_url = _env_default(api_url, "PICO_URL", "SANDBOX_API_URL")
@@ -420,7 +421,8 @@ class SessionsClient:
             raise SandboxConnectionError(f"failed to reach {url}: {exc}") from exc
         if response.status_code >= 400:
             raise error_from_response(response.status_code, response.text, response.headers)
-        return response.json()
+        data: Dict[str, Any] = response.json()
+        return data
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

@@ -64,10 +64,12 @@ class UnauthorizedError(SandboxAPIError):
 
 
 class RateLimitError(SandboxAPIError):
-    """A quota or rate limit was hit (HTTP 429, e.g. ``QUOTA_EXCEEDED``).
+    """A quota or rate limit was hit (HTTP 429): ``QUOTA_EXCEEDED`` (too many live
+    sessions) or ``RATE_LIMITED`` (too many requests).
 
-    ``limit``, ``remaining`` and ``reset`` come from ``X-RateLimit-*`` headers when the
-    server sends them, else from ``details`` when present, else they are ``None``.
+    For ``RATE_LIMITED``, ``limit``, ``remaining`` and ``reset`` (seconds) come from the
+    ``X-RateLimit-*`` headers; for ``QUOTA_EXCEEDED``, ``limit`` is the session quota.
+    ``retry_after`` is the ``Retry-After`` header in seconds. Unknown values are ``None``.
     """
 
     def __init__(
@@ -76,12 +78,14 @@ class RateLimitError(SandboxAPIError):
         limit: Optional[int] = None,
         remaining: Optional[int] = None,
         reset: Optional[int] = None,
+        retry_after: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
         self.limit = limit
         self.remaining = remaining
         self.reset = reset
+        self.retry_after = retry_after
 
 
 class HostKeyVerificationError(SandboxConnectionError):
@@ -173,12 +177,18 @@ def error_from_response(
     if cls is RateLimitError:
         h = headers or {}
         d = details or {}
+        retry_after = _int_or_none(h.get("Retry-After", d.get("retryAfter")))
+        limit: Optional[int]
+        remaining: Optional[int]
+        reset: Optional[int]
+        if code == "QUOTA_EXCEEDED":  # a cap on live sessions: the headers describe another limit
+            limit, remaining, reset = _int_or_none(d.get("limit")), 0, None
+        else:
+            limit = _int_or_none(h.get("X-RateLimit-Limit", d.get("limit")))
+            remaining = _int_or_none(h.get("X-RateLimit-Remaining", d.get("remaining")))
+            reset = _int_or_none(h.get("X-RateLimit-Reset", d.get("reset", retry_after)))
         return RateLimitError(
-            str(message),
-            limit=_int_or_none(h.get("X-RateLimit-Limit", d.get("limit"))),
-            remaining=_int_or_none(h.get("X-RateLimit-Remaining", d.get("remaining"))),
-            reset=_int_or_none(h.get("X-RateLimit-Reset", h.get("Retry-After", d.get("reset")))),
-            **kwargs,
+            str(message), limit=limit, remaining=remaining, reset=reset, retry_after=retry_after, **kwargs
         )
     return cls(str(message), **kwargs)
 

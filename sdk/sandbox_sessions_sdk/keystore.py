@@ -58,7 +58,7 @@ def generate_ed25519_keypair(comment: str = "pico-sdk") -> Tuple[str, str]:
     return private, f"{public} {comment}" if comment else public
 
 
-def load_private_key(key: Union[str, bytes, os.PathLike], password: Optional[str] = None) -> paramiko.PKey:
+def load_private_key(key: Union[str, bytes, "os.PathLike[str]"], password: Optional[str] = None) -> paramiko.PKey:
     """Load a private key given as OpenSSH/PEM text or as a path to a key file.
 
     Supports ed25519, ECDSA and RSA keys.
@@ -81,7 +81,7 @@ def load_private_key(key: Union[str, bytes, os.PathLike], password: Optional[str
 class KeyStore:
     """Files holding each session's private key, readable only by the current user."""
 
-    def __init__(self, path: Union[str, os.PathLike, None] = None) -> None:
+    def __init__(self, path: Union[str, "os.PathLike[str]", None] = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_key_dir()
 
     def __repr__(self) -> str:

@@ -22,22 +22,33 @@ from .keystore import KeyStore, load_private_key
 from .tunnel import HTTPConnectTunnel
 
 
-class _RefuseUnknownHostKey(paramiko.MissingHostKeyPolicy):
-    """Refuse any host key not announced by the session (no trust on first use)."""
+class _SessionHostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """Accepts exactly the host keys the session announces; anything else is refused (or,
+    when the session announces none and the caller gave a policy, left to that policy).
+
+    paramiko's own ``HostKeys`` keeps one key per type and host, which would lose a second
+    announced key of the same type (key rotation), so the check is done here instead."""
+
+    def __init__(self, host_keys: List[str], fallback: Optional[paramiko.MissingHostKeyPolicy]) -> None:
+        self.allowed = set()
+        for line in host_keys:
+            parts = line.split()
+            if len(parts) >= 2:
+                self.allowed.add((parts[0], parts[1]))
+        self.fallback = fallback
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        offered = (key.get_name(), key.get_base64())
+        if offered in self.allowed:
+            return
+        if not self.allowed and self.fallback is not None:
+            self.fallback.missing_host_key(client, hostname, key)
+            return
         raise HostKeyVerificationError(
-            f"the SSH host key of {hostname} ({key.get_name()} {key.get_base64()}) is not "
-            "one of the session's hostKeys; refusing to connect",
+            f"the SSH host key of session {hostname} ({offered[0]} {offered[1]}) is not one of "
+            "the session's hostKeys; refusing to connect",
             error_code="HOST_KEY_MISMATCH",
         )
-
-
-def _parse_host_key(line: str) -> paramiko.PKey:
-    entry = paramiko.hostkeys.HostKeyEntry.from_line(f"pico-session {line.strip()}")
-    if entry is None or entry.key is None:
-        raise ValueError(f"cannot parse host key {line!r}")
-    return entry.key
 
 
 class SessionSSHClient:
@@ -82,15 +93,15 @@ class SessionSSHClient:
         session_id: Optional[str] = None,
         username: str = "sandbox",
         password: Optional[str] = None,
-        pkey: Union[paramiko.PKey, str, os.PathLike, None] = None,
+        pkey: Union[paramiko.PKey, str, "os.PathLike[str]", None] = None,
         timeout: float = 20,
         verify_ssl: Union[bool, str] = True,
+        connect_path_template: Optional[str] = None,
+        host_key_policy: Optional[paramiko.MissingHostKeyPolicy] = None,
+        get_pty: bool = False,
         *,
         host_keys: Optional[List[str]] = None,
-        host_key_policy: Optional[paramiko.MissingHostKeyPolicy] = None,
-        key_store: Union[KeyStore, str, os.PathLike, None, bool] = None,
-        connect_path_template: Optional[str] = None,
-        get_pty: bool = False,
+        key_store: Union[KeyStore, str, "os.PathLike[str]", None, bool] = None,
         look_for_keys: bool = True,
         allow_agent: bool = True,
     ) -> None:
@@ -180,12 +191,9 @@ class SessionSSHClient:
             host_keys = self.host_keys = session.ssh.host_keys
         pkey = self._resolve_pkey()
 
-        ssh = paramiko.SSHClient()
+        ssh = paramiko.SSHClient()  # no known_hosts: every key goes through the policy
         hostname = self.session_id
-        for line in host_keys:
-            key = _parse_host_key(line)
-            ssh.get_host_keys().add(hostname, key.get_name(), key)
-        ssh.set_missing_host_key_policy(self.host_key_policy or _RefuseUnknownHostKey())
+        ssh.set_missing_host_key_policy(_SessionHostKeyPolicy(host_keys, self.host_key_policy))
 
         tunnel = HTTPConnectTunnel(
             self.api_url,
@@ -270,7 +278,8 @@ class SessionSSHClient:
             timeout: seconds before the command is abandoned (its channel closed);
                 ``None`` waits forever.
             input: bytes or text written to the command's stdin (then closed).
-            environment: environment variables to request (the server may ignore some).
+            environment: environment variables to request; the server may ignore some
+                (pico's agent accepts ``LANG``, ``TERM`` and ``LC_*`` by default).
             encoding: how stdout/stderr are decoded (undecodable bytes are replaced).
 
         Returns:
@@ -363,7 +372,7 @@ class SessionSSHClient:
 
     def upload_file(
         self,
-        local_path: Union[str, os.PathLike],
+        local_path: Union[str, "os.PathLike[str]"],
         remote_path: str,
         callback: Optional[Callable[[int, int], object]] = None,
     ) -> paramiko.SFTPAttributes:
@@ -381,7 +390,7 @@ class SessionSSHClient:
     def download_file(
         self,
         remote_path: str,
-        local_path: Union[str, os.PathLike],
+        local_path: Union[str, "os.PathLike[str]"],
         callback: Optional[Callable[[int, int], object]] = None,
     ) -> None:
         """Copy ``remote_path`` from the sandbox to a local file.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
-from typing import Dict, Optional, Union
+import threading
+from typing import Dict, List, Optional, Union
 
 from .client import split_api_url
 from .exceptions import SandboxAPIError, SandboxConnectionError, error_from_response
@@ -20,6 +22,11 @@ class HTTPConnectTunnel:
     ``CONNECT <path> HTTP/1.1`` by hand, and reads the answer byte by byte up to the blank
     line, so that the SSH banner which follows is left in the socket for the SSH client.
     The returned socket can be passed as ``sock=`` to paramiko.
+
+    Over TLS the returned socket is one end of a local socket pair, relayed to the TLS
+    connection by one thread: paramiko reads and writes its socket from two threads at
+    once, which an ``ssl.SSLSocket`` does not survive (corrupted records), while a plain
+    socket does.
 
     Args:
         api_url: the pico server (``http[s]://host:port``, optionally ending in ``/v1``).
@@ -54,6 +61,7 @@ class HTTPConnectTunnel:
         self.verify_ssl = verify_ssl
         self.extra_headers = dict(extra_headers or {})
         self._socket: Optional[socket.socket] = None
+        self._bridge: Optional[_TLSBridge] = None
 
     @property
     def path(self) -> str:
@@ -65,10 +73,12 @@ class HTTPConnectTunnel:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
-            return ctx
-        if isinstance(self.verify_ssl, str):
-            return ssl.create_default_context(cafile=self.verify_ssl)
-        return ssl.create_default_context()
+        elif isinstance(self.verify_ssl, str):
+            ctx = ssl.create_default_context(cafile=self.verify_ssl)
+        else:
+            ctx = ssl.create_default_context()
+        ctx.set_alpn_protocols(["http/1.1"])  # CONNECT tunnels are HTTP/1.1
+        return ctx
 
     def open(self) -> socket.socket:
         """Open the tunnel and return its socket, positioned at the first SSH byte.
@@ -112,6 +122,9 @@ class HTTPConnectTunnel:
                 f"HTTP CONNECT to {self.netloc}{self.path} failed: {exc}",
                 error_code="TUNNEL_FAILED",
             ) from exc
+        if isinstance(sock, ssl.SSLSocket):
+            self._bridge = _TLSBridge(sock)
+            sock = self._bridge.app
         self._socket = sock
         return sock
 
@@ -169,6 +182,89 @@ class HTTPConnectTunnel:
         self.close()
 
 
+class _TLSBridge:
+    """Relays bytes between a TLS socket and a local socket pair, in a single thread, so
+    that the SSL object is never used by two threads at once."""
+
+    _LIMIT = 1 << 20  # bytes buffered per direction before reading pauses
+
+    def __init__(self, tls: ssl.SSLSocket) -> None:
+        self.tls = tls
+        self.app, self._inner = socket.socketpair()
+        self._thread = threading.Thread(target=self._run, name="pico-tls-bridge", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        tls, inner = self.tls, self._inner
+        tls.setblocking(False)
+        inner.setblocking(False)
+        to_inner = bytearray()
+        to_tls = bytearray()
+        tls_eof = inner_eof = False
+        tls_needs_write = tls_needs_read = False
+        try:
+            while True:
+                if (tls_eof and not to_inner) or (inner_eof and not to_tls):
+                    return
+                rl: List[socket.socket] = []
+                if (not tls_eof and len(to_inner) < self._LIMIT) or tls_needs_read:
+                    rl.append(tls)
+                if not inner_eof and len(to_tls) < self._LIMIT:
+                    rl.append(inner)
+                wl: List[socket.socket] = []
+                if to_inner:
+                    wl.append(inner)
+                if to_tls or tls_needs_write:
+                    wl.append(tls)
+                can_read_tls = tls in rl and not tls_eof and tls.pending() > 0
+                readable, writable, _ = select.select(rl, wl, [], 0 if can_read_tls else None)
+                tls_ready = tls in readable or tls in writable or can_read_tls
+                if tls_ready and not tls_eof and len(to_inner) < self._LIMIT:
+                    tls_needs_write = False
+                    try:
+                        data = tls.recv(65536)
+                        if data:
+                            to_inner += data
+                        else:
+                            tls_eof = True
+                    except ssl.SSLWantReadError:
+                        pass
+                    except ssl.SSLWantWriteError:
+                        tls_needs_write = True
+                    except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                        tls_eof = True
+                if inner in readable:
+                    try:
+                        data = inner.recv(65536)
+                        if data:
+                            to_tls += data
+                        else:
+                            inner_eof = True
+                    except BlockingIOError:
+                        pass
+                if to_inner:
+                    try:
+                        del to_inner[: inner.send(to_inner)]
+                    except BlockingIOError:
+                        pass
+                if to_tls and (tls_ready or tls in writable):
+                    tls_needs_read = False
+                    try:
+                        del to_tls[: tls.send(to_tls)]
+                    except ssl.SSLWantWriteError:
+                        pass
+                    except ssl.SSLWantReadError:
+                        tls_needs_read = True
+        except OSError:
+            return
+        finally:
+            for s in (inner, tls):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+
 class _Headers(Dict[str, str]):
     """A case-insensitive header dict (enough for lookups by canonical name)."""
 
@@ -178,7 +274,7 @@ class _Headers(Dict[str, str]):
     def __getitem__(self, key: str) -> str:
         return super().__getitem__(key.lower())
 
-    def get(self, key: str, default=None):  # type: ignore[override]
+    def get(self, key: str, default: Optional[str] = None) -> Optional[str]:  # type: ignore[override]
         return super().get(key.lower(), default)
 
     def __contains__(self, key: object) -> bool:

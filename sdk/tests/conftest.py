@@ -45,19 +45,25 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PicoServer]:
     """A server with auth disabled."""
-    yield from _start(tmp_path_factory, "open", [])
+    yield from _start(tmp_path_factory, "open", ["--create-rate", "0"])
 
 
 @pytest.fixture(scope="session")
 def jwt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PicoServer]:
     """A server that requires HS256 tokens signed with JWT_SECRET."""
-    yield from _start(tmp_path_factory, "jwt", ["--jwt-secret", JWT_SECRET, "--bind", "127.0.0.1"])
+    yield from _start(tmp_path_factory, "jwt", ["--jwt-secret", JWT_SECRET, "--bind", "127.0.0.1", "--create-rate", "0"])
 
 
 @pytest.fixture(scope="session")
 def quota_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PicoServer]:
     """A server allowing one live session per user."""
-    yield from _start(tmp_path_factory, "quota", ["--max-sessions-per-user", "1"])
+    yield from _start(tmp_path_factory, "quota", ["--max-sessions-per-user", "1", "--create-rate", "0"])
+
+
+@pytest.fixture(scope="session")
+def rate_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PicoServer]:
+    """A server allowing two session creates per user and minute."""
+    yield from _start(tmp_path_factory, "rate", ["--create-rate", "2"])
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from sdk.sandbox_sessions_sdk import (
     SessionList,
     SessionNotFoundError,
     SessionsClient,
+    SessionSSHClient,
     SessionStatus,
     UnauthorizedError,
     generate_ed25519_keypair,
@@ -47,12 +48,9 @@ def test_create_session_defaults_generates_key_locally(client, new_session, key_
     assert key_file.read_text().strip() == s.ssh_private_key.strip()
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(key_dir.stat().st_mode) == 0o700
-    # the server holds the matching public key as the session's authorized key
-    authorized = (server.state_dir / "sessions" / s.session_id / "authorized_keys").read_text()
-    from sdk.sandbox_sessions_sdk import load_private_key
-
-    pub = load_private_key(s.ssh_private_key).get_base64()
-    assert pub in authorized
+    # the server accepts the matching key (and only needs the public half)
+    with SessionSSHClient(server.url, None, s.session_id, pkey=s.ssh_private_key, key_store=False) as ssh:
+        assert ssh.run_command("true")["exit_code"] == 0
 
 
 def test_create_session_with_options(new_session):
@@ -175,6 +173,8 @@ def test_not_found_mapping_404(client):
         ({"ttl": 5}, "INVALID_TTL"),
         ({"ttl": 10**6}, "INVALID_TTL"),
         ({"ssh_public_key": "ssh-ed25519 not-base64!"}, "INVALID_SSH_KEY"),
+        ({"metadata": [1, 2]}, "INVALID_REQUEST"),
+        ({"idle_timeout": -1}, "INVALID_REQUEST"),
     ],
 )
 def test_bad_request_mapping_400(client, kwargs, code):
@@ -200,10 +200,28 @@ def test_quota_mapping_429(quota_server):
                 c.create_session(ttl=300)
             assert err.value.status_code == 429 and err.value.error_code == "QUOTA_EXCEEDED"
             assert err.value.message
+            assert err.value.limit == 1 and err.value.remaining == 0
         finally:
             c.delete_session(s.session_id)
         # the slot is free again once the session is gone
         c.delete_session(c.create_session(ttl=300))
+
+
+def test_rate_limit_mapping_429(rate_server):
+    with SessionsClient(rate_server.url, None) as c:
+        made = [c.create_session(ttl=300) for _ in range(2)]
+        try:
+            with pytest.raises(RateLimitError) as err:
+                c.create_session(ttl=300)
+            e = err.value
+            assert e.status_code == 429 and e.error_code == "RATE_LIMITED" and e.message
+            assert e.limit == 2 and e.remaining == 0
+            assert e.reset is not None and 0 < e.reset <= 60
+            assert e.retry_after is not None and 0 < e.retry_after <= 60
+            c.list_sessions()  # only creates are limited
+        finally:
+            for s in made:
+                c.delete_session(s)
 
 
 def test_connection_error_when_server_is_down():

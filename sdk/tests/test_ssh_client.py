@@ -82,6 +82,8 @@ def test_run_command_input_env_and_unicode(ssh):
     assert r["stdout"] == "piped ✓\né\n" and r["exit_code"] == 0
     r = ssh.run_command("wc -c", input=b"\x00" * 1000)
     assert r["stdout"].strip() == "1000"
+    r = ssh.run_command('printf "%s" "$LC_PICO_SDK_TEST"', environment={"LC_PICO_SDK_TEST": "from env"})
+    assert r["stdout"] == "from env"
 
 
 def test_command_timeout(ssh):
@@ -151,8 +153,31 @@ def test_host_key_mismatch_refused(server, shared_session, key_dir):
     assert err.value.error_code == "HOST_KEY_MISMATCH"
     assert isinstance(err.value, SandboxConnectionError)
     assert not c.connected
+    # garbage and unknown key types are ignored, not trusted
+    c = SessionSSHClient(server.url, None, shared_session.session_id, host_keys=["garbage", "ssh-foo AAAA"])
+    with pytest.raises(HostKeyVerificationError):
+        c.connect()
+    # ... while the real key next to them is accepted
+    for keys in (
+        ["ssh-foo AAAA", wrong] + shared_session.host_keys,
+        shared_session.host_keys + [wrong],  # two keys of one type (rotation): both count
+    ):
+        with SessionSSHClient(server.url, None, shared_session.session_id, host_keys=keys) as ok:
+            assert ok.run_command("true")["exit_code"] == 0
     # no announced keys at all: refused too, not trusted on first use
     c = SessionSSHClient(server.url, None, shared_session.session_id, host_keys=[])
+    with pytest.raises(HostKeyVerificationError):
+        c.connect()
+    # a caller's own policy applies only when the session announces no key ...
+    lenient = paramiko.AutoAddPolicy()
+    with SessionSSHClient(
+        server.url, None, shared_session.session_id, host_keys=[], host_key_policy=lenient
+    ) as ok:
+        assert ok.run_command("true")["exit_code"] == 0
+    # ... never to override a mismatch
+    c = SessionSSHClient(
+        server.url, None, shared_session.session_id, host_keys=[wrong], host_key_policy=lenient
+    )
     with pytest.raises(HostKeyVerificationError):
         c.connect()
 
@@ -222,6 +247,14 @@ def test_tunnel_raw_stream_starts_with_ssh_banner(server, shared_session):
             assert banner.startswith(b"SSH-2.0-"), banner
         finally:
             tunnel.close()
+
+
+def test_tunnel_context_manager(server, shared_session):
+    tunnel = HTTPConnectTunnel(server.url + "/v1", None, shared_session.session_id)
+    with tunnel as sock:
+        sock.settimeout(10)
+        assert sock.recv(4) == b"SSH-"
+    assert tunnel._socket is None  # closed on exit
 
 
 def test_tunnel_errors(server):

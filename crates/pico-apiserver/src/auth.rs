@@ -272,3 +272,56 @@ fn bearer_token(headers: &HeaderMap) -> Result<String, ApiError> {
     }
     Err(ApiError::unauthorized("missing bearer token"))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn headers(name: &str, value: &[u8]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            map.insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                value,
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("1h"), Ok(3600));
+        assert_eq!(parse_duration("7d"), Ok(604_800));
+        assert!(parse_duration("1y").is_err() && parse_duration("").is_err());
+    }
+
+    #[test]
+    fn basic_credentials_carry_the_token_as_password() {
+        let encoded = base64::engine::general_purpose::STANDARD.encode("user:tok.en.x");
+        let map = headers("proxy-authorization", format!("Basic {encoded}").as_bytes());
+        assert_eq!(bearer_token(&map).ok().as_deref(), Some("tok.en.x"));
+    }
+
+    proptest! {
+        /// Arbitrary header bytes never panic and never authenticate.
+        #[test]
+        fn random_headers_are_refused(value in proptest::collection::vec(any::<u8>(), 0..200),
+                                      proxy in any::<bool>()) {
+            let auth = Authenticator::new("secret-for-property-tests", None, None, None).expect("auth");
+            let name = if proxy { "proxy-authorization" } else { "authorization" };
+            prop_assert!(auth.authenticate(&headers(name, &value)).is_err());
+        }
+
+        #[test]
+        fn random_bearer_tokens_are_refused(token in "[A-Za-z0-9._-]{0,300}") {
+            let auth = Authenticator::new("secret-for-property-tests", None, None, None).expect("auth");
+            let map = headers("authorization", format!("Bearer {token}").as_bytes());
+            prop_assert!(auth.authenticate(&map).is_err());
+        }
+    }
+}

@@ -93,6 +93,14 @@ pub struct Config {
     #[arg(long, env = "PICO_MAX_SESSIONS_PER_USER", default_value_t = 0)]
     pub max_sessions_per_user: u32,
 
+    /// Open tunnels one session may have at once (0 = unlimited).
+    #[arg(long, env = "PICO_MAX_TUNNELS_PER_SESSION", default_value_t = 256)]
+    pub max_tunnels_per_session: u32,
+
+    /// Open tunnels one user may have at once, over all their sessions (0 = unlimited).
+    #[arg(long, env = "PICO_MAX_TUNNELS_PER_USER", default_value_t = 1024)]
+    pub max_tunnels_per_user: u32,
+
     /// Session creates one user may make per minute (0 = unlimited).
     #[arg(long, env = "PICO_CREATE_RATE", default_value_t = 60)]
     pub create_rate: u32,
@@ -116,6 +124,10 @@ pub struct Config {
     /// How long open tunnels may drain at shutdown, in seconds.
     #[arg(long, env = "PICO_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
+
+    /// Seconds a client has to send a request's headers (slow-loris guard).
+    #[arg(long, env = "PICO_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout: u64,
 
     /// How often the reaper looks for expired and idle sessions, in seconds.
     #[arg(long, env = "PICO_REAP_INTERVAL", default_value_t = 5)]

@@ -6,9 +6,11 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod ratelimit;
 pub mod reaper;
+pub mod relay;
 pub mod runtime;
 pub mod server;
 pub mod service;
@@ -82,6 +84,8 @@ pub async fn run(
             max_sessions_per_user: config.max_sessions_per_user,
             ssh_username: config.ssh_username.clone(),
             create_timeout: config.create_timeout(),
+            max_tunnels_per_session: config.max_tunnels_per_session,
+            max_tunnels_per_user: config.max_tunnels_per_user,
         },
         tunnels_root.clone(),
         Arc::default(),
@@ -108,6 +112,7 @@ pub async fn run(
         server::ServeOptions {
             grace: Duration::from_secs(config.shutdown_grace),
             tls,
+            header_read_timeout: Duration::from_secs(config.header_read_timeout.max(1)),
         },
     )
     .await;

@@ -22,8 +22,6 @@ use crate::api::{self, AppState};
 use crate::tls::Tls;
 use crate::{tunnel, websocket};
 
-/// A client gets this long to send a request's headers (slow-loris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head hyper buffers.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -32,10 +30,10 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// Serve HTTPS with this instead of plain HTTP.
     pub tls: Option<Arc<Tls>>,
+    /// A client gets this long to send a request's headers (slow-loris guard); also bounds
+    /// the TLS handshake.
+    pub header_read_timeout: Duration,
 }
-
-/// A TLS client gets this long to finish its handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` fires, then drains connections and tunnels for at most `grace`.
 pub async fn serve(
@@ -52,7 +50,7 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(options.header_read_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
         // The CONNECT answer must be exactly the status line and a blank line.
         .auto_date_header(false);
@@ -86,13 +84,22 @@ pub async fn serve(
         };
         match &options.tls {
             None => {
-                tokio::spawn(connection.serve(stream, peer));
+                let first_byte_timeout = options.header_read_timeout;
+                tokio::spawn(async move {
+                    // hyper's header timeout starts with the first byte; a client that
+                    // connects and never speaks is cut off here.
+                    let mut byte = [0u8; 1];
+                    match tokio::time::timeout(first_byte_timeout, stream.peek(&mut byte)).await {
+                        Ok(Ok(n)) if n > 0 => connection.serve(stream, peer).await,
+                        _ => tracing::debug!(%peer, "connection closed before a request"),
+                    }
+                });
             }
             Some(tls) => {
                 let acceptor = tls.acceptor.clone();
+                let handshake_timeout = options.header_read_timeout;
                 tokio::spawn(async move {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => connection.serve(stream, peer).await,
                         Ok(Err(err)) => {
                             tracing::debug!(%peer, error = %err, "TLS handshake failed")

@@ -2,7 +2,7 @@
 //! of whichever runtime runs the sandboxes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::keys;
+use crate::limits::{Slotted, TunnelLimits};
 use crate::metrics::Metrics;
 use crate::runtime::{BoxedStream, Recovery, Runtime, SandboxSpec};
 use crate::store::{SessionRecord, Store};
@@ -28,6 +29,8 @@ pub struct Settings {
     pub max_sessions_per_user: u32,
     pub ssh_username: String,
     pub create_timeout: Duration,
+    pub max_tunnels_per_session: u32,
+    pub max_tunnels_per_user: u32,
 }
 
 /// A session the server knows, with its in-memory activity counters.
@@ -37,6 +40,8 @@ pub struct LiveSession {
     /// relay never writes to the store.
     pub bytes_relayed: AtomicU64,
     bytes_seen: AtomicU64,
+    /// Open tunnels, for the per-session cap.
+    tunnels: Arc<AtomicU32>,
     /// Cancels this session's tunnels when it is deleted or expires.
     pub cancel: CancellationToken,
 }
@@ -47,6 +52,7 @@ impl LiveSession {
             record: Mutex::new(record),
             bytes_relayed: AtomicU64::new(0),
             bytes_seen: AtomicU64::new(0),
+            tunnels: Arc::default(),
             cancel: parent.child_token(),
         })
     }
@@ -66,6 +72,7 @@ pub struct SessionService {
     settings: Settings,
     sessions: RwLock<HashMap<Uuid, Arc<LiveSession>>>,
     tunnels: CancellationToken,
+    tunnel_limits: TunnelLimits,
     pub metrics: Arc<Metrics>,
 }
 
@@ -84,6 +91,10 @@ impl SessionService {
         Self {
             store,
             runtime,
+            tunnel_limits: TunnelLimits::new(
+                settings.max_tunnels_per_session,
+                settings.max_tunnels_per_user,
+            ),
             settings,
             sessions: RwLock::new(HashMap::new()),
             tunnels,
@@ -212,7 +223,7 @@ impl SessionService {
                     return Err(ApiError::new(
                         StatusCode::TOO_MANY_REQUESTS,
                         ErrorCode::QuotaExceeded,
-                        format!("at most {limit} sessions per user"),
+                        format!("session limit reached: at most {limit} live sessions per user"),
                     )
                     .with_details(json!({"limit": limit})));
                 }
@@ -370,9 +381,15 @@ impl SessionService {
                 format!("session is {}", status_name(status)),
             ));
         }
+        let owner = live.lock().owner.clone();
+        let slot = self.tunnel_limits.acquire(&live.tunnels, &owner)?;
         let stream = self.runtime.connect(id).await?;
         // Opening a tunnel is activity even before a byte moves.
         live.bytes_relayed.fetch_add(1, Ordering::Relaxed);
+        let stream: BoxedStream = Box::pin(Slotted {
+            stream,
+            _slot: slot,
+        });
         Ok((live, stream))
     }
 

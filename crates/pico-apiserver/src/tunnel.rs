@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
@@ -14,7 +15,7 @@ use axum::response::IntoResponse;
 use hyper::ext::ReasonPhrase;
 use hyper_util::rt::TokioIo;
 use pico_wire::ErrorCode;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -144,8 +145,12 @@ async fn relay<C, S>(
         live: live.clone(),
     };
     tracing::debug!(session_id = %id, "tunnel open");
+    let relayed = async {
+        client_speaks_first(&mut client, &mut backend).await?;
+        crate::relay::relay(&mut client, &mut backend).await
+    };
     tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut client, &mut backend) => match result {
+        result = relayed => match result {
             Ok((up, down)) => {
                 metrics.bytes_relayed.fetch_add(up + down, Ordering::Relaxed);
                 tracing::debug!(session_id = %id, up, down, "tunnel closed");
@@ -154,6 +159,27 @@ async fn relay<C, S>(
         },
         _ = live.cancel.cancelled() => tracing::debug!(session_id = %id, "tunnel ended: session gone"),
         _ = shutdown.cancelled() => tracing::debug!(session_id = %id, "tunnel ended: server shutdown"),
+    }
+}
+
+/// How long the sandbox's first bytes wait for the client's.
+const CLIENT_FIRST_WAIT: Duration = Duration::from_secs(1);
+
+/// Holds the sandbox's bytes back until the client has sent something (or a second has
+/// passed). SSH clients send their banner at once; clients written for the original server
+/// read the CONNECT answer with one large `recv` and would swallow an SSH banner that
+/// arrived with it. A client that waits for the server to speak first only loses the wait.
+async fn client_speaks_first<C, S>(client: &mut C, backend: &mut S) -> std::io::Result<()>
+where
+    C: AsyncRead + Unpin,
+    S: AsyncWrite + Unpin,
+{
+    let mut first = [0u8; 512];
+    match tokio::time::timeout(CLIENT_FIRST_WAIT, client.read(&mut first)).await {
+        Ok(Ok(0)) => backend.shutdown().await,
+        Ok(Ok(n)) => backend.write_all(&first[..n]).await,
+        Ok(Err(err)) => Err(err),
+        Err(_) => Ok(()),
     }
 }
 
@@ -249,5 +275,33 @@ mod tests {
             target(&format!("/v1/sessions/{id}/tunnel?token=x")),
             Err(StatusCode::BAD_REQUEST)
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever a client writes as a CONNECT target, parsing never panics, and only a
+        /// session id can come out of it.
+        #[test]
+        fn any_target_parses_or_is_refused(text in "\\PC{0,80}") {
+            if let Ok(uri) = text.parse::<Uri>()
+                && let Ok(id) = parse_target(&uri)
+            {
+                let id = id.to_string();
+                prop_assert!(text.to_ascii_lowercase().contains(&id));
+            }
+        }
+
+        #[test]
+        fn authority_form_takes_only_port_22(port in 1u16..) {
+            let id = Uuid::new_v4();
+            let uri: Uri = format!("{id}:{port}").parse().expect("uri");
+            prop_assert_eq!(parse_target(&uri).is_ok(), port == 22);
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
@@ -31,6 +32,8 @@ const SUFFIX: &str = "/tunnel";
 /// Largest chunk read from the sandbox per frame: SSH packets are at most 35 000 bytes, so
 /// one frame usually carries whole packets without copying them twice.
 const FRAME_BYTES: usize = 32 * 1024;
+/// How long a client may take to answer our Close once the sandbox side has ended.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Whether `request` asks for the WebSocket tunnel (anything else goes to the router).
 pub fn is_websocket<B>(request: &Request<B>) -> bool {
@@ -178,7 +181,7 @@ async fn relay<C, S>(
                     to_sandbox.write_all(&data).await?;
                     count(data.len());
                 }
-                // The client's Close is its end of input: pass it on as a half-close.
+                // The client's Close is its end of input; the sandbox sees it as EOF.
                 Ok(Message::Close(_)) => break,
                 Ok(Message::Text(_)) => {
                     return Err(std::io::Error::other("text frames are not tunnelled"));
@@ -205,11 +208,23 @@ async fn relay<C, S>(
         }
         ws_tx.close().await.map_err(std::io::Error::other)
     };
+    let both = async {
+        tokio::pin!(up);
+        tokio::select! {
+            // tungstenite answers the client's Close at once, after which no data frame may
+            // follow (WebSocket has no half-close), so the tunnel ends here.
+            result = &mut up => result.err(),
+            result = down => {
+                // The sandbox is done and our Close is sent; let the client's reply (and any
+                // last bytes) arrive, but do not wait on a client that never answers.
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut up).await;
+                result.err()
+            }
+        }
+    };
     tracing::debug!(session_id = %id, "websocket tunnel open");
     tokio::select! {
-        (up, down) = async { tokio::join!(up, down) } => {
-            tracing::debug!(session_id = %id, up = ?up.err(), down = ?down.err(), "websocket tunnel closed");
-        }
+        error = both => tracing::debug!(session_id = %id, error = ?error, "websocket tunnel closed"),
         _ = live.cancel.cancelled() => tracing::debug!(session_id = %id, "websocket tunnel ended: session gone"),
         _ = shutdown.cancelled() => tracing::debug!(session_id = %id, "websocket tunnel ended: server shutdown"),
     }
@@ -287,7 +302,7 @@ mod tests {
         // The example of RFC 6455 §1.3.
         assert_eq!(
             accept_key(&headers).ok(),
-            Some(HeaderValue::from_static("s3pPLMBiTxaQ9kYGzrZo8BuYxOo="))
+            Some(HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="))
         );
         headers.remove(SEC_WEBSOCKET_KEY);
         assert!(accept_key(&headers).is_err());
