@@ -17,12 +17,17 @@ use crate::store::{ObjKey, Store};
 pub fn agent_container(pod: &Value) -> Option<&Value> {
     pod["spec"]["containers"].as_array()?.iter().find(|c| {
         let argv = argv(c);
-        argv.first().is_some_and(|a| Path::new(a).file_name().is_some_and(|f| f == "pico-agent"))
+        argv.first()
+            .is_some_and(|a| Path::new(a).file_name().is_some_and(|f| f == "pico-agent"))
     })
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
 }
 
 /// Kubernetes' argv: `command` then `args`.
@@ -42,7 +47,10 @@ pub struct Volumes {
 
 fn write_secret(dir: &Path, secret: &Value, volume: &Value) -> std::io::Result<()> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mode = volume["defaultMode"].as_u64().and_then(|m| u32::try_from(m).ok()).unwrap_or(0o644);
+    let mode = volume["defaultMode"]
+        .as_u64()
+        .and_then(|m| u32::try_from(m).ok())
+        .unwrap_or(0o644);
     let data = secret["data"].as_object().cloned().unwrap_or_default();
     let items = volume["items"].as_array().cloned().unwrap_or_default();
     let files: Vec<(String, String, Option<u64>)> = if items.is_empty() {
@@ -50,18 +58,30 @@ fn write_secret(dir: &Path, secret: &Value, volume: &Value) -> std::io::Result<(
     } else {
         items
             .iter()
-            .map(|i| (i["key"].as_str().unwrap_or("").to_string(), i["path"].as_str().unwrap_or("").to_string(), i["mode"].as_u64()))
+            .map(|i| {
+                (
+                    i["key"].as_str().unwrap_or("").to_string(),
+                    i["path"].as_str().unwrap_or("").to_string(),
+                    i["mode"].as_u64(),
+                )
+            })
             .collect()
     };
     for (key, path, item_mode) in files {
-        let Some(encoded) = data.get(&key).and_then(Value::as_str) else { continue };
-        let bytes = b64.decode(encoded).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let Some(encoded) = data.get(&key).and_then(Value::as_str) else {
+            continue;
+        };
+        let bytes = b64
+            .decode(encoded)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let target = dir.join(path.trim_start_matches('/'));
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
         }
         std::fs::write(&target, bytes)?;
-        let m = item_mode.and_then(|m| u32::try_from(m).ok()).unwrap_or(mode);
+        let m = item_mode
+            .and_then(|m| u32::try_from(m).ok())
+            .unwrap_or(mode);
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(m))?;
     }
     Ok(())
@@ -75,22 +95,42 @@ pub enum VolumeError {
 }
 
 /// Makes a temp dir per volume the container mounts; Secret volumes get the Secret's keys as files.
-pub fn prepare_volumes(store: &Store, ns: &str, pod: &Value, container: &Value) -> Result<Volumes, VolumeError> {
-    let tmp = || tempfile::Builder::new().prefix("pico-kube-emu-").tempdir().map_err(VolumeError::Io);
-    let volumes = pod["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+pub fn prepare_volumes(
+    store: &Store,
+    ns: &str,
+    pod: &Value,
+    container: &Value,
+) -> Result<Volumes, VolumeError> {
+    let tmp = || {
+        tempfile::Builder::new()
+            .prefix("pico-kube-emu-")
+            .tempdir()
+            .map_err(VolumeError::Io)
+    };
+    let volumes = pod["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut dirs = Vec::new();
     let mut by_volume: HashMap<String, PathBuf> = HashMap::new();
     let mut mounts = Vec::new();
     for m in container["volumeMounts"].as_array().into_iter().flatten() {
-        let (Some(vname), Some(mount_path)) = (m["name"].as_str(), m["mountPath"].as_str()) else { continue };
+        let (Some(vname), Some(mount_path)) = (m["name"].as_str(), m["mountPath"].as_str()) else {
+            continue;
+        };
         let dir = match by_volume.get(vname) {
             Some(d) => d.clone(),
             None => {
                 let d = tmp()?;
-                let vol = volumes.iter().find(|v| v["name"] == vname).cloned().unwrap_or(Value::Null);
+                let vol = volumes
+                    .iter()
+                    .find(|v| v["name"] == vname)
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 if let Some(sname) = vol["secret"]["secretName"].as_str() {
                     match store.get(&ObjKey::new(&SECRETS, ns, sname)) {
-                        Some(secret) => write_secret(d.path(), &secret, &vol["secret"]).map_err(VolumeError::Io)?,
+                        Some(secret) => write_secret(d.path(), &secret, &vol["secret"])
+                            .map_err(VolumeError::Io)?,
                         None if vol["secret"]["optional"] == Value::Bool(true) => {}
                         None => return Err(VolumeError::MissingSecret(sname.to_string())),
                     }
@@ -111,7 +151,11 @@ pub fn prepare_volumes(store: &Store, ns: &str, pod: &Value, container: &Value) 
     let home = tmp()?;
     let home_path = home.path().to_path_buf();
     dirs.push(home);
-    Ok(Volumes { _dirs: dirs, mounts, home: home_path })
+    Ok(Volumes {
+        _dirs: dirs,
+        mounts,
+        home: home_path,
+    })
 }
 
 impl Volumes {
@@ -128,9 +172,10 @@ impl Volumes {
             return r;
         }
         if let Some((flag, value)) = arg.split_once('=')
-            && let Some(r) = self.rewrite(value) {
-                return format!("{flag}={r}");
-            }
+            && let Some(r) = self.rewrite(value)
+        {
+            return format!("{flag}={r}");
+        }
         arg.to_string()
     }
 }
@@ -150,7 +195,10 @@ fn port_of(listen: &str) -> Option<u16> {
 /// Rewrites the container's argv for the host: `--listen` on the pod's own loopback address,
 /// mount paths to their temp dirs, and a `--home` outside every mount to a temp dir.
 pub fn agent_command(container: &Value, vols: &Volumes, ip: Ipv4Addr) -> AgentCommand {
-    let default_port = container["ports"][0]["containerPort"].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(22);
+    let default_port = container["ports"][0]["containerPort"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(22);
     let argv = argv(container);
     let mut args = Vec::new();
     let mut port = default_port;
@@ -172,7 +220,8 @@ pub fn agent_command(container: &Value, vols: &Volumes, ip: Ipv4Addr) -> AgentCo
             port = port_of(&value).unwrap_or(default_port);
             format!("{ip}:{port}")
         } else {
-            vols.rewrite(&value).unwrap_or_else(|| vols.home.display().to_string())
+            vols.rewrite(&value)
+                .unwrap_or_else(|| vols.home.display().to_string())
         };
         args.push(flag);
         args.push(value);
@@ -185,10 +234,23 @@ pub fn agent_command(container: &Value, vols: &Volumes, ip: Ipv4Addr) -> AgentCo
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|e| Some((e["name"].as_str()?.to_string(), vols.rewrite_arg(e["value"].as_str().unwrap_or("")))))
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                vols.rewrite_arg(e["value"].as_str().unwrap_or("")),
+            ))
+        })
         .collect();
-    let cwd = container["workingDir"].as_str().and_then(|w| vols.rewrite(w)).map_or_else(|| vols.home.clone(), PathBuf::from);
-    AgentCommand { args, env, cwd, port }
+    let cwd = container["workingDir"]
+        .as_str()
+        .and_then(|w| vols.rewrite(w))
+        .map_or_else(|| vols.home.clone(), PathBuf::from);
+    AgentCommand {
+        args,
+        env,
+        cwd,
+        port,
+    }
 }
 
 #[cfg(test)]
@@ -213,13 +275,17 @@ mod tests {
             }],
         }});
         let c = agent_container(&pod).expect("agent container");
-        let vols = prepare_volumes(&store, "ns", &pod, c).ok().expect("volumes");
+        let vols = prepare_volumes(&store, "ns", &pod, c)
+            .ok()
+            .expect("volumes");
         let cmd = agent_command(c, &vols, Ipv4Addr::new(127, 0, 1, 7));
         assert_eq!(cmd.port, 2222);
         assert_eq!(&cmd.args[..3], ["serve", "--listen", "127.0.1.7:2222"]);
         let host_key = PathBuf::from(&cmd.args[4]);
         assert_eq!(std::fs::read(&host_key).expect("host key"), b"host");
-        let auth = cmd.args[5].strip_prefix("--authorized-keys=").expect("inline flag");
+        let auth = cmd.args[5]
+            .strip_prefix("--authorized-keys=")
+            .expect("inline flag");
         assert_eq!(std::fs::read(auth).expect("authorized keys"), b"auth");
         assert_eq!(cmd.args[6], "--home");
         assert!(Path::new(&cmd.args[7]).is_dir());
@@ -231,6 +297,8 @@ mod tests {
         let pod = json!({"spec": {"volumes": [{"name": "k", "secret": {"secretName": "nope"}}],
             "containers": [{"name": "a", "command": ["pico-agent", "serve"], "volumeMounts": [{"name": "k", "mountPath": "/k"}]}]}});
         let c = agent_container(&pod).expect("agent");
-        assert!(matches!(prepare_volumes(&store, "ns", &pod, c), Err(VolumeError::MissingSecret(s)) if s == "nope"));
+        assert!(
+            matches!(prepare_volumes(&store, "ns", &pod, c), Err(VolumeError::MissingSecret(s)) if s == "nope")
+        );
     }
 }

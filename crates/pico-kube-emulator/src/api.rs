@@ -7,7 +7,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Uri};
 use serde_json::{Value, json};
@@ -28,6 +27,7 @@ pub struct App {
     pub bookmark_interval: Duration,
     pub shutdown: CancellationToken,
     pub served: resources::Served,
+    pub logs: crate::kubelet::PodLogs,
 }
 
 /// A request for a resource path, e.g. `/apis/agents.x-k8s.io/v1beta1/namespaces/x/sandboxes/y/status`.
@@ -76,7 +76,14 @@ fn authorized(app: &App, headers: &HeaderMap) -> bool {
         .is_some_and(|t| t.trim() == token)
 }
 
-async fn handle(app: &Arc<App>, method: &Method, path: &str, headers: &HeaderMap, params: &Params, body: Bytes) -> Result<Response, ApiError> {
+async fn handle(
+    app: &Arc<App>,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    params: &Params,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     // Health endpoints answer without a token, as kube-apiserver's do.
     if let ["healthz" | "livez" | "readyz"] = segs.as_slice() {
@@ -86,18 +93,29 @@ async fn handle(app: &Arc<App>, method: &Method, path: &str, headers: &HeaderMap
         return Err(ApiError::unauthorized());
     }
     let ok = |v: Value| Ok(json_response(StatusCode::OK, v));
-    let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    let not_found = || {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    };
     let served = &app.served;
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return ok(resources::version()),
         ["api"] => return ok(resources::core_versions(&app.server_address)),
         ["apis"] => return ok(resources::group_list(served)),
-        ["api", v] => return resources::resource_list(served, "", v).map_or_else(|| Err(not_found()), ok),
+        ["api", v] => {
+            return resources::resource_list(served, "", v).map_or_else(|| Err(not_found()), ok);
+        }
         ["apis", g] => return resources::group(served, g).map_or_else(|| Err(not_found()), ok),
-        ["apis", g, v] => return resources::resource_list(served, g, v).map_or_else(|| Err(not_found()), ok),
+        ["apis", g, v] => {
+            return resources::resource_list(served, g, v).map_or_else(|| Err(not_found()), ok);
+        }
         ["openapi", "v3"] => return ok(crate::openapi::root(served)),
         ["openapi", "v3", rest @ ..] => {
-            return crate::openapi::group_version(served, &rest.join("/")).map_or_else(|| Err(not_found()), ok);
+            return crate::openapi::group_version(served, &rest.join("/"))
+                .map_or_else(|| Err(not_found()), ok);
         }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
@@ -108,7 +126,13 @@ async fn handle(app: &Arc<App>, method: &Method, path: &str, headers: &HeaderMap
         [plural, tail @ ..] => (None, *plural, tail.first(), tail.get(1)),
         [] => return Err(not_found()),
     };
-    let def = served.lookup(group, version, plural).ok_or_else(not_found)?;
+    let def = served
+        .lookup(group, version, plural)
+        .ok_or_else(not_found)?;
+    if def.key == resources::PODS.key && sub.is_some_and(|s| *s == "log") && *method == Method::GET
+    {
+        return pod_log(app, ns.unwrap_or(""), name.map_or("", |n| n), params);
+    }
     if (ns.is_some() && !def.namespaced) || sub.is_some_and(|s| *s != "status" || !def.has_status) {
         return Err(not_found());
     }
@@ -123,18 +147,24 @@ async fn handle(app: &Arc<App>, method: &Method, path: &str, headers: &HeaderMap
         sub: sub.map(|s| s.to_string()),
     };
     let dry_run = params.get("dryRun").is_some_and(|v| v == "All");
-    if matches!(method.as_str(), "POST" | "PUT") {
-        check_content_type(headers)?;
-    }
     match (method.as_str(), rp.name.is_some()) {
         ("GET", false) if params.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             let table = table::requested(headers, params.get("includeObject"));
             watch::serve(app.clone(), rp, filter(params)?, params, table).await
         }
-        ("GET", false) => list(app, &rp, params, table::requested(headers, params.get("includeObject"))),
-        ("GET", true) => get(app, &rp, table::requested(headers, params.get("includeObject"))),
-        ("POST", false) => create(app, &rp, &body, dry_run),
-        ("PUT", true) => update(app, &rp, &body, dry_run),
+        ("GET", false) => list(
+            app,
+            &rp,
+            params,
+            table::requested(headers, params.get("includeObject")),
+        ),
+        ("GET", true) => get(
+            app,
+            &rp,
+            table::requested(headers, params.get("includeObject")),
+        ),
+        ("POST", false) => create(app, &rp, headers, &body, dry_run),
+        ("PUT", true) => update(app, &rp, headers, &body, dry_run),
         ("PATCH", true) => patch_object(app, &rp, headers, params, &body, dry_run),
         ("DELETE", true) => delete(app, &rp, params, &body, dry_run),
         ("DELETE", false) => delete_collection(app, &rp, params, &body, dry_run),
@@ -158,43 +188,87 @@ pub fn render(rp: &ResPath, obj: &Value) -> Value {
 }
 
 fn key(rp: &ResPath) -> ObjKey {
-    ObjKey::new(rp.def, rp.ns.as_deref().unwrap_or(""), rp.name.as_deref().unwrap_or(""))
+    ObjKey::new(
+        rp.def,
+        rp.ns.as_deref().unwrap_or(""),
+        rp.name.as_deref().unwrap_or(""),
+    )
 }
 
-/// Request bodies must be JSON (or YAML); protobuf and CBOR get 415, which makes client-go
-/// fall back to JSON.
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if ct.contains("protobuf") || ct.contains("cbor") {
+/// Parses a create or update body: JSON or YAML, or protobuf for the few kinds kubectl's
+/// imperative commands send that way.
+fn parse_object(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct.contains("protobuf") {
+        return crate::protobuf::decode(body).map_err(|e| {
+            let mut err = ApiError::unsupported_media_type(ct);
+            err.message = e;
+            err
+        });
+    }
+    if ct.contains("cbor") {
         return Err(ApiError::unsupported_media_type(ct));
     }
-    Ok(())
-}
-
-fn parse_object(body: &[u8]) -> Result<Value, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .or_else(|_| serde_norway::from_slice(body))
         .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?;
-    if v.is_object() { Ok(v) } else { Err(ApiError::bad_request("the request body must be an object")) }
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(ApiError::bad_request("the request body must be an object"))
+    }
 }
 
 fn get(app: &App, rp: &ResPath, as_table: Option<table::Include>) -> Result<Response, ApiError> {
     let obj = app.store.get(&key(rp)).ok_or_else(|| {
-        ApiError::not_found(rp.def.group, rp.def.plural, rp.name.as_deref().unwrap_or(""))
+        ApiError::not_found(
+            rp.def.group,
+            rp.def.plural,
+            rp.name.as_deref().unwrap_or(""),
+        )
     })?;
     let obj = render(rp, &obj);
     if let Some(include) = as_table {
         let rv = crate::store::rv_of(&obj).to_string();
-        return Ok(json_response(StatusCode::OK, table::table(rp.def, &[obj], Some(rv), include, true)));
+        return Ok(json_response(
+            StatusCode::OK,
+            table::table(rp.def, &[obj], Some(rv), include, true),
+        ));
     }
     Ok(json_response(StatusCode::OK, obj))
 }
 
-fn list(app: &App, rp: &ResPath, params: &Params, as_table: Option<table::Include>) -> Result<Response, ApiError> {
-    let (items, rv) = app.store.list(rp.def.key, rp.ns.as_deref(), &filter(params)?);
+/// `kubectl logs`: what the pod's agent process printed (nothing for other images).
+fn pod_log(app: &App, ns: &str, name: &str, params: &Params) -> Result<Response, ApiError> {
+    let pod = app
+        .store
+        .get(&ObjKey::new(&resources::PODS, ns, name))
+        .ok_or_else(|| ApiError::not_found("", "pods", name))?;
+    let tail = params.get("tailLines").and_then(|t| t.parse().ok());
+    let text = app
+        .logs
+        .read(pod["metadata"]["uid"].as_str().unwrap_or(""), tail);
+    Ok(([(http::header::CONTENT_TYPE, "text/plain")], text).into_response())
+}
+
+fn list(
+    app: &App,
+    rp: &ResPath,
+    params: &Params,
+    as_table: Option<table::Include>,
+) -> Result<Response, ApiError> {
+    let (items, rv) = app
+        .store
+        .list(rp.def.key, rp.ns.as_deref(), &filter(params)?);
     let items: Vec<Value> = items.iter().map(|o| render(rp, o)).collect();
     if let Some(include) = as_table {
-        return Ok(json_response(StatusCode::OK, table::table(rp.def, &items, Some(rv.to_string()), include, true)));
+        return Ok(json_response(
+            StatusCode::OK,
+            table::table(rp.def, &items, Some(rv.to_string()), include, true),
+        ));
     }
     Ok(json_response(
         StatusCode::OK,
@@ -207,56 +281,21 @@ fn list(app: &App, rp: &ResPath, params: &Params, as_table: Option<table::Includ
     ))
 }
 
-/// Type-specific defaults on create and update, as kube-apiserver's strategies apply them.
-pub(crate) fn normalize(def: &ResourceDef, obj: &mut Value, creating: bool) {
-    if def.key == resources::SECRETS.key {
-        if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
-            for (k, v) in sd {
-                let s = v.as_str().unwrap_or("").as_bytes().to_vec();
-                obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(s));
-            }
-        }
-        if obj["type"].is_null() {
-            obj["type"] = json!("Opaque");
-        }
-    }
-    if !creating {
-        return;
-    }
-    match def.key {
-        "pods" => {
-            obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
-            if obj["spec"]["restartPolicy"].is_null() {
-                obj["spec"]["restartPolicy"] = json!("Always");
-            }
-        }
-        "services" => {
-            if obj["spec"]["type"].is_null() {
-                obj["spec"]["type"] = json!("ClusterIP");
-            }
-            if obj["spec"]["clusterIP"].is_null() {
-                let n: u16 = rand::random();
-                obj["spec"]["clusterIP"] = json!(format!("10.96.{}.{}", n >> 8, (n & 0xff).max(1)));
-            }
-            obj["status"] = json!({"loadBalancer": {}});
-        }
-        "namespaces" => obj["status"] = json!({"phase": "Active"}),
-        _ if def.has_status => {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
-        }
-        _ => {}
-    }
-}
-
-fn create(app: &App, rp: &ResPath, body: &[u8], dry_run: bool) -> Result<Response, ApiError> {
+fn create(
+    app: &App,
+    rp: &ResPath,
+    headers: &HeaderMap,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, ApiError> {
     if rp.def.namespaced && rp.ns.is_none() {
         return Err(ApiError::method_not_allowed("POST"));
     }
-    let mut obj = parse_object(body)?;
-    normalize(rp.def, &mut obj, true);
-    let created = app.store.create(rp.def, rp.ns.as_deref().unwrap_or(""), obj, dry_run)?;
+    let mut obj = parse_object(headers, body)?;
+    crate::defaults::normalize(rp.def, &mut obj, true);
+    let created = app
+        .store
+        .create(rp.def, rp.ns.as_deref().unwrap_or(""), obj, dry_run)?;
     Ok(json_response(StatusCode::CREATED, render(rp, &created)))
 }
 
@@ -273,39 +312,65 @@ fn merge_scope(rp: &ResPath, old: &Value, mut new: Value) -> Value {
         if rp.def.has_status {
             new["status"] = old["status"].clone();
             if new["status"].is_null()
-                && let Some(m) = new.as_object_mut() {
-                    m.remove("status");
-                }
+                && let Some(m) = new.as_object_mut()
+            {
+                m.remove("status");
+            }
         }
         new
     }
 }
 
-fn update(app: &App, rp: &ResPath, body: &[u8], dry_run: bool) -> Result<Response, ApiError> {
-    let mut obj = parse_object(body)?;
+fn update(
+    app: &App,
+    rp: &ResPath,
+    headers: &HeaderMap,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let mut obj = parse_object(headers, body)?;
     let name = rp.name.as_deref().unwrap_or("");
     if obj["metadata"]["name"].as_str().is_some_and(|n| n != name) {
-        return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+        return Err(ApiError::bad_request(
+            "the name of the object does not match the name on the URL",
+        ));
     }
-    normalize(rp.def, &mut obj, false);
-    let updated = app.store.update(rp.def, &key(rp), dry_run, |old| Ok(merge_scope(rp, old, obj)))?;
+    crate::defaults::normalize(rp.def, &mut obj, false);
+    let updated = app.store.update(rp.def, &key(rp), dry_run, |old| {
+        Ok(merge_scope(rp, old, obj))
+    })?;
     Ok(json_response(StatusCode::OK, render(rp, &updated)))
 }
 
-fn patch_object(app: &App, rp: &ResPath, headers: &HeaderMap, params: &Params, body: &[u8], dry_run: bool) -> Result<Response, ApiError> {
-    let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let kind = PatchKind::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+fn patch_object(
+    app: &App,
+    rp: &ResPath,
+    headers: &HeaderMap,
+    params: &Params,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let kind =
+        PatchKind::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
     let p = patch::parse_body(kind, body)?;
     let k = key(rp);
     if kind == PatchKind::Apply {
         if !params.contains_key("fieldManager") {
-            return Err(ApiError::bad_request("PATCH with apply requires a fieldManager"));
+            return Err(ApiError::bad_request(
+                "PATCH with apply requires a fieldManager",
+            ));
         }
         if rp.sub.is_none() && app.store.get(&k).is_none() {
             let mut obj = p.clone();
             obj["metadata"]["name"] = json!(k.name);
-            normalize(rp.def, &mut obj, true);
-            let created = app.store.create(rp.def, rp.ns.as_deref().unwrap_or(""), obj, dry_run)?;
+            crate::defaults::normalize(rp.def, &mut obj, true);
+            let created = app
+                .store
+                .create(rp.def, rp.ns.as_deref().unwrap_or(""), obj, dry_run)?;
             return Ok(json_response(StatusCode::CREATED, render(rp, &created)));
         }
     }
@@ -316,7 +381,7 @@ fn patch_object(app: &App, rp: &ResPath, headers: &HeaderMap, params: &Params, b
         if p["metadata"]["resourceVersion"].is_null() && kind != PatchKind::Json {
             target["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         }
-        normalize(rp.def, &mut target, false);
+        crate::defaults::normalize(rp.def, &mut target, false);
         Ok(merge_scope(rp, old, target))
     })?;
     Ok(json_response(StatusCode::OK, render(rp, &updated)))
@@ -324,32 +389,68 @@ fn patch_object(app: &App, rp: &ResPath, headers: &HeaderMap, params: &Params, b
 
 fn delete_opts(params: &Params, body: &[u8]) -> (DeleteOpts, bool) {
     let b: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let policy = b["propagationPolicy"].as_str().map(str::to_string).or_else(|| params.get("propagationPolicy").cloned());
+    let policy = b["propagationPolicy"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| params.get("propagationPolicy").cloned());
     let orphan = policy.as_deref() == Some("Orphan") || b["orphanDependents"] == json!(true);
-    let dry = b["dryRun"].as_array().is_some_and(|a| a.iter().any(|x| x == "All"));
+    let dry = b["dryRun"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x == "All"));
     let opts = DeleteOpts {
         orphan,
-        precondition_rv: b["preconditions"]["resourceVersion"].as_str().map(str::to_string),
+        precondition_rv: b["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string),
         precondition_uid: b["preconditions"]["uid"].as_str().map(str::to_string),
     };
     (opts, dry)
 }
 
-fn delete(app: &App, rp: &ResPath, params: &Params, body: &[u8], dry_run: bool) -> Result<Response, ApiError> {
+fn delete(
+    app: &App,
+    rp: &ResPath,
+    params: &Params,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, ApiError> {
     if rp.sub.is_some() {
         return Err(ApiError::method_not_allowed("DELETE"));
     }
     let (opts, dry) = delete_opts(params, body);
     let deleted = app.store.delete(rp.def, &key(rp), &opts, dry_run || dry)?;
+    if rp.def.key == resources::NAMESPACES.key && !(dry_run || dry) {
+        // A namespace takes everything in it along (at once: there are no finalizers here).
+        let ns = rp.name.as_deref().unwrap_or("");
+        for def in resources::ALL.iter().filter(|d| d.namespaced) {
+            for obj in app.store.list(def.key, Some(ns), &Filter::default()).0 {
+                let k = ObjKey::new(def, ns, obj["metadata"]["name"].as_str().unwrap_or(""));
+                // The garbage collector may have taken it already.
+                let _ = app.store.delete(def, &k, &DeleteOpts::default(), false);
+            }
+        }
+    }
     Ok(json_response(StatusCode::OK, render(rp, &deleted)))
 }
 
-fn delete_collection(app: &App, rp: &ResPath, params: &Params, body: &[u8], dry_run: bool) -> Result<Response, ApiError> {
+fn delete_collection(
+    app: &App,
+    rp: &ResPath,
+    params: &Params,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, ApiError> {
     let (opts, dry) = delete_opts(params, body);
-    let (items, _) = app.store.list(rp.def.key, rp.ns.as_deref(), &filter(params)?);
+    let (items, _) = app
+        .store
+        .list(rp.def.key, rp.ns.as_deref(), &filter(params)?);
     let mut out = Vec::new();
     for item in items {
-        let k = ObjKey::new(rp.def, item["metadata"]["namespace"].as_str().unwrap_or(""), item["metadata"]["name"].as_str().unwrap_or(""));
+        let k = ObjKey::new(
+            rp.def,
+            item["metadata"]["namespace"].as_str().unwrap_or(""),
+            item["metadata"]["name"].as_str().unwrap_or(""),
+        );
         // Another deleter (or the garbage collector) may have been faster.
         if let Ok(d) = app.store.delete(rp.def, &k, &opts, dry_run || dry) {
             out.push(render(rp, &d));
@@ -357,5 +458,8 @@ fn delete_collection(app: &App, rp: &ResPath, params: &Params, body: &[u8], dry_
     }
     let rv = app.store.current_rv().to_string();
     let kind = format!("{}List", rp.def.kind);
-    Ok(json_response(StatusCode::OK, json!({"apiVersion": rp.def.api_version(&rp.version), "kind": kind, "metadata": {"resourceVersion": rv}, "items": out})))
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"apiVersion": rp.def.api_version(&rp.version), "kind": kind, "metadata": {"resourceVersion": rv}, "items": out}),
+    ))
 }

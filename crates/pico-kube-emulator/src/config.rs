@@ -22,7 +22,9 @@ impl std::str::FromStr for FailureKind {
             "pull" => Ok(Self::PullError),
             "crash" => Ok(Self::Crash),
             "never-ready" => Ok(Self::NeverReady),
-            _ => Err(format!("unknown failure kind {s:?}: use pull, crash or never-ready")),
+            _ => Err(format!(
+                "unknown failure kind {s:?}: use pull, crash or never-ready"
+            )),
         }
     }
 }
@@ -36,7 +38,10 @@ pub struct ImageFailure {
 
 impl ImageFailure {
     pub fn new(pattern: impl Into<String>, kind: FailureKind) -> Self {
-        Self { pattern: pattern.into(), kind }
+        Self {
+            pattern: pattern.into(),
+            kind,
+        }
     }
 }
 
@@ -84,7 +89,9 @@ impl Default for EmulatorConfig {
 
 /// Parses `PATTERN=KIND` (KIND: pull, crash, never-ready).
 pub fn parse_image_failure(s: &str) -> Result<ImageFailure, String> {
-    let (pattern, kind) = s.rsplit_once('=').ok_or_else(|| format!("expected PATTERN=KIND, got {s:?}"))?;
+    let (pattern, kind) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("expected PATTERN=KIND, got {s:?}"))?;
     if pattern.is_empty() {
         return Err("the image pattern is empty".into());
     }
@@ -96,10 +103,12 @@ pub fn default_agent_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
     let beside = dir.join("pico-agent");
-    if !beside.exists() && dir.ends_with("deps")
-        && let Some(up) = dir.parent() {
-            return up.join("pico-agent");
-        }
+    if !beside.exists()
+        && dir.ends_with("deps")
+        && let Some(up) = dir.parent()
+    {
+        return up.join("pico-agent");
+    }
     beside
 }
 
@@ -108,7 +117,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 2s, 1m"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 2s, 1m"))?;
     match unit.trim() {
         "" | "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
@@ -128,7 +139,10 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("3h").is_err());
-        assert_eq!(parse_image_failure("bad=pull"), Ok(ImageFailure::new("bad", FailureKind::PullError)));
+        assert_eq!(
+            parse_image_failure("bad=pull"),
+            Ok(ImageFailure::new("bad", FailureKind::PullError))
+        );
         assert!(parse_image_failure("bad=boom").is_err());
     }
 }

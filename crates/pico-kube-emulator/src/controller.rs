@@ -60,7 +60,10 @@ fn sandbox_owner(pod: &Value) -> Option<String> {
 fn reconcile_all(store: &Store, ov: &str) {
     let (all, _) = store.list(SANDBOXES.key, None, &Filter::default());
     for sb in all {
-        let (ns, name) = (sb["metadata"]["namespace"].as_str().unwrap_or(""), sb["metadata"]["name"].as_str().unwrap_or(""));
+        let (ns, name) = (
+            sb["metadata"]["namespace"].as_str().unwrap_or(""),
+            sb["metadata"]["name"].as_str().unwrap_or(""),
+        );
         reconcile(store, ns, name, ov);
     }
 }
@@ -73,7 +76,12 @@ fn expired(spec: &Value) -> bool {
         .is_some_and(|t| t <= time::OffsetDateTime::now_utc())
 }
 
-fn delete_if_present(store: &Store, def: &'static crate::resources::ResourceDef, ns: &str, name: &str) {
+fn delete_if_present(
+    store: &Store,
+    def: &'static crate::resources::ResourceDef,
+    ns: &str,
+    name: &str,
+) {
     let key = ObjKey::new(def, ns, name);
     if store.get(&key).is_some() {
         // Gone already is as good as deleted.
@@ -113,7 +121,7 @@ fn pod_for(sb: &Value, name: &str, hash: &str, ov: &str) -> Value {
     if tmpl["metadata"]["annotations"].is_object() {
         pod["metadata"]["annotations"] = tmpl["metadata"]["annotations"].clone();
     }
-    crate::api::normalize(&PODS, &mut pod, true);
+    crate::defaults::normalize(&PODS, &mut pod, true);
     pod
 }
 
@@ -125,14 +133,23 @@ fn ensure_service(store: &Store, sb: &Value, ns: &str, name: &str, hash: &str, o
         "metadata": {"name": name, "labels": {NAME_HASH_LABEL: hash}, "ownerReferences": owner_ref(sb, ov)},
         "spec": {"clusterIP": "None", "selector": {NAME_HASH_LABEL: hash}},
     });
-    crate::api::normalize(&SERVICES, &mut svc, true);
+    crate::defaults::normalize(&SERVICES, &mut svc, true);
     let _ = store.create(&SERVICES, ns, svc, false);
 }
 
 /// Sets a condition, keeping `lastTransitionTime` unless its status changes.
-fn condition(old: &Value, kind: &str, status: bool, reason: &str, message: &str, generation: &Value) -> Value {
+fn condition(
+    old: &Value,
+    kind: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: &Value,
+) -> Value {
     let status = if status { "True" } else { "False" };
-    let prev = old["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == kind));
+    let prev = old["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind));
     let since = match prev {
         Some(p) if p["status"] == status => p["lastTransitionTime"].clone(),
         _ => json!(now_rfc3339()),
@@ -142,11 +159,20 @@ fn condition(old: &Value, kind: &str, status: bool, reason: &str, message: &str,
 
 /// Why a pod is not ready, from its container statuses.
 fn pod_problem(pod: &Value) -> String {
-    let statuses = pod["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
-    for cs in &statuses {
+    let inits = pod["status"]["initContainerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let statuses = pod["status"]["containerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // A failing init container is the cause; the app containers just wait for it.
+    for cs in inits.iter().chain(&statuses) {
         for state in ["waiting", "terminated"] {
             let s = &cs["state"][state];
-            if let Some(reason) = s["reason"].as_str() {
+            // A finished init container is no problem.
+            if let Some(reason) = s["reason"].as_str().filter(|r| *r != "Completed") {
                 let name = cs["name"].as_str().unwrap_or("");
                 return match s["message"].as_str().filter(|m| !m.is_empty()) {
                     Some(m) => format!("container {name}: {reason}: {m}"),
@@ -155,7 +181,10 @@ fn pod_problem(pod: &Value) -> String {
             }
         }
     }
-    format!("Pod is {}", pod["status"]["phase"].as_str().unwrap_or("Pending"))
+    format!(
+        "Pod is {}",
+        pod["status"]["phase"].as_str().unwrap_or("Pending")
+    )
 }
 
 fn reconcile(store: &Store, ns: &str, name: &str, ov: &str) {
@@ -174,11 +203,32 @@ fn reconcile(store: &Store, ns: &str, name: &str, ov: &str) {
         }
         delete_if_present(store, &PODS, ns, name);
         delete_if_present(store, &SERVICES, ns, name);
-        conditions.push(condition(&old_status, "Ready", false, "SandboxExpired", "Sandbox has expired", &generation));
+        conditions.push(condition(
+            &old_status,
+            "Ready",
+            false,
+            "SandboxExpired",
+            "Sandbox has expired",
+            &generation,
+        ));
     } else if spec["replicas"] == json!(0) || spec["operatingMode"] == "Suspended" {
         delete_if_present(store, &PODS, ns, name);
-        conditions.push(condition(&old_status, "Ready", false, "SandboxSuspended", "Sandbox is suspended", &generation));
-        conditions.push(condition(&old_status, "Suspended", true, "PodTerminated", "Pod is terminated", &generation));
+        conditions.push(condition(
+            &old_status,
+            "Ready",
+            false,
+            "SandboxSuspended",
+            "Sandbox is suspended",
+            &generation,
+        ));
+        conditions.push(condition(
+            &old_status,
+            "Suspended",
+            true,
+            "PodTerminated",
+            "Pod is terminated",
+            &generation,
+        ));
     } else {
         let pod_key = ObjKey::new(&PODS, ns, name);
         let pod = match store.get(&pod_key) {
@@ -194,20 +244,51 @@ fn reconcile(store: &Store, ns: &str, name: &str, ov: &str) {
             status["serviceFQDN"] = json!(format!("{name}.{ns}.svc.cluster.local"));
         }
         let pod = pod.map(|p| (*p).clone()).unwrap_or(Value::Null);
-        let ready = pod["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        let ready = pod["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
         if ready {
-            conditions.push(condition(&old_status, "Ready", true, "DependenciesReady", "Pod is Ready", &generation));
+            conditions.push(condition(
+                &old_status,
+                "Ready",
+                true,
+                "DependenciesReady",
+                "Pod is Ready",
+                &generation,
+            ));
         } else {
-            conditions.push(condition(&old_status, "Ready", false, "DependenciesNotReady", &pod_problem(&pod), &generation));
+            conditions.push(condition(
+                &old_status,
+                "Ready",
+                false,
+                "DependenciesNotReady",
+                &pod_problem(&pod),
+                &generation,
+            ));
         }
         let phase = pod["status"]["phase"].as_str().unwrap_or("");
         if phase == "Failed" || phase == "Succeeded" {
-            let reason = if phase == "Failed" { "PodFailed" } else { "PodSucceeded" };
-            conditions.push(condition(&old_status, "Finished", true, reason, &pod_problem(&pod), &generation));
+            let reason = if phase == "Failed" {
+                "PodFailed"
+            } else {
+                "PodSucceeded"
+            };
+            conditions.push(condition(
+                &old_status,
+                "Finished",
+                true,
+                reason,
+                &pod_problem(&pod),
+                &generation,
+            ));
         }
-        let ips: Vec<Value> = pod["status"]["podIPs"].as_array().into_iter().flatten().map(|p| p["ip"].clone()).collect();
+        let ips: Vec<Value> = pod["status"]["podIPs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p["ip"].clone())
+            .collect();
         if !ips.is_empty() {
             status["podIPs"] = json!(ips);
         }

@@ -1,11 +1,11 @@
 //! The simulated kubelet: "runs" each Pod, starting `pico-agent` containers as local processes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -39,77 +39,134 @@ fn next_ip() -> Ipv4Addr {
     let base = *BASE.get_or_init(|| rand::random::<u8>() % 250 + 1);
     let n = NEXT.fetch_add(1, Ordering::Relaxed) % (254 * 254);
     let (hi, lo) = (n / 254 + 1, n % 254 + 1);
-    Ipv4Addr::new(127, base, u8::try_from(hi).unwrap_or(1), u8::try_from(lo).unwrap_or(1))
+    Ipv4Addr::new(
+        127,
+        base,
+        u8::try_from(hi).unwrap_or(1),
+        u8::try_from(lo).unwrap_or(1),
+    )
 }
 
-/// Watches pods: a runner per pod uid, cancelled when the pod goes away.
-pub async fn run(store: Arc<Store>, settings: SharedSettings, shutdown: CancellationToken, tracker: TaskTracker) {
-    let mut rx = store.subscribe();
-    let mut runners: HashMap<String, CancellationToken> = HashMap::new();
-    let mut resync = true;
-    loop {
-        if resync {
-            resync = false;
-            let (pods, _) = store.list(PODS.key, None, &Filter::default());
-            let live: Vec<String> = pods.iter().filter_map(|p| p["metadata"]["uid"].as_str().map(str::to_string)).collect();
-            runners.retain(|uid, t| {
-                let keep = live.contains(uid);
-                if !keep {
-                    t.cancel();
+/// Container output by pod uid, for `kubectl logs`; the last [`LOG_LINES`] lines.
+#[derive(Debug, Clone, Default)]
+pub struct PodLogs(Arc<Mutex<HashMap<String, VecDeque<String>>>>);
+
+const LOG_LINES: usize = 2000;
+
+impl PodLogs {
+    fn push(&self, uid: &str, line: String) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let buf = map.entry(uid.to_string()).or_default();
+        if buf.len() == LOG_LINES {
+            buf.pop_front();
+        }
+        buf.push_back(line);
+    }
+
+    fn forget(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
+
+    /// The pod's output, optionally only the last `tail` lines.
+    pub fn read(&self, uid: &str, tail: Option<usize>) -> String {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(buf) = map.get(uid) else {
+            return String::new();
+        };
+        let skip = tail.map_or(0, |t| buf.len().saturating_sub(t));
+        buf.iter().skip(skip).fold(String::new(), |mut out, l| {
+            out.push_str(l);
+            out.push('\n');
+            out
+        })
+    }
+}
+
+/// The kubelet: a runner per pod uid, cancelled when the pod goes away.
+pub struct Kubelet {
+    pub store: Arc<Store>,
+    pub settings: SharedSettings,
+    pub logs: PodLogs,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl Kubelet {
+    pub async fn run(self) {
+        let mut rx = self.store.subscribe();
+        let mut runners: HashMap<String, CancellationToken> = HashMap::new();
+        let mut resync = true;
+        loop {
+            if resync {
+                resync = false;
+                let (pods, _) = self.store.list(PODS.key, None, &Filter::default());
+                let live: Vec<String> = pods
+                    .iter()
+                    .filter_map(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+                    .collect();
+                runners.retain(|uid, t| {
+                    let keep = live.contains(uid);
+                    if !keep {
+                        t.cancel();
+                    }
+                    keep
+                });
+                for p in pods {
+                    self.start(&mut runners, &p);
                 }
-                keep
-            });
-            for p in pods {
-                start(&store, &settings, &shutdown, &tracker, &mut runners, &p);
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                r = rx.recv() => match r {
+                    Ok(ev) if ev.key.res == PODS.key => match ev.kind {
+                        EventType::Added => self.start(&mut runners, &ev.object),
+                        EventType::Deleted => {
+                            if let Some(t) = ev.object["metadata"]["uid"].as_str().and_then(|u| runners.remove(u)) {
+                                t.cancel();
+                            }
+                        }
+                        EventType::Modified => {}
+                    },
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => resync = true,
+                    Err(RecvError::Closed) => break,
+                },
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = rx.recv() => match r {
-                Ok(ev) if ev.key.res == PODS.key => match ev.kind {
-                    EventType::Added => start(&store, &settings, &shutdown, &tracker, &mut runners, &ev.object),
-                    EventType::Deleted => {
-                        if let Some(t) = ev.object["metadata"]["uid"].as_str().and_then(|u| runners.remove(u)) {
-                            t.cancel();
-                        }
-                    }
-                    EventType::Modified => {}
-                },
-                Ok(_) => {}
-                Err(RecvError::Lagged(_)) => resync = true,
-                Err(RecvError::Closed) => break,
-            },
+        for t in runners.values() {
+            t.cancel();
         }
     }
-    for t in runners.values() {
-        t.cancel();
-    }
-}
 
-fn start(
-    store: &Arc<Store>,
-    settings: &SharedSettings,
-    shutdown: &CancellationToken,
-    tracker: &TaskTracker,
-    runners: &mut HashMap<String, CancellationToken>,
-    pod: &Value,
-) {
-    let Some(uid) = pod["metadata"]["uid"].as_str() else { return };
-    if runners.contains_key(uid) {
-        return;
+    fn start(&self, runners: &mut HashMap<String, CancellationToken>, pod: &Value) {
+        let Some(uid) = pod["metadata"]["uid"].as_str() else {
+            return;
+        };
+        if runners.contains_key(uid) {
+            return;
+        }
+        let token = self.shutdown.child_token();
+        runners.insert(uid.to_string(), token.clone());
+        let settings = self
+            .settings
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        let (ns, name) = (
+            pod["metadata"]["namespace"].as_str().unwrap_or(""),
+            pod["metadata"]["name"].as_str().unwrap_or(""),
+        );
+        let runner = PodRunner {
+            store: self.store.clone(),
+            key: ObjKey::new(&PODS, ns, name),
+            uid: uid.to_string(),
+            pod: pod.clone(),
+            settings,
+            logs: self.logs.clone(),
+            token,
+        };
+        self.tracker.spawn(runner.run());
     }
-    let token = shutdown.child_token();
-    runners.insert(uid.to_string(), token.clone());
-    let s = settings.read().map(|s| s.clone()).unwrap_or_else(|e| e.into_inner().clone());
-    let runner = PodRunner {
-        store: store.clone(),
-        key: ObjKey::new(&PODS, pod["metadata"]["namespace"].as_str().unwrap_or(""), pod["metadata"]["name"].as_str().unwrap_or("")),
-        uid: uid.to_string(),
-        pod: pod.clone(),
-        settings: s,
-        token,
-    };
-    tracker.spawn(runner.run());
 }
 
 struct PodRunner {
@@ -118,6 +175,7 @@ struct PodRunner {
     uid: String,
     pod: Value,
     settings: KubeletSettings,
+    logs: PodLogs,
     token: CancellationToken,
 }
 
@@ -146,12 +204,66 @@ impl PodRunner {
         }
     }
 
-    fn failure(&self) -> Option<(FailureKind, String)> {
-        let containers = self.pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
-        containers.iter().find_map(|c| {
-            let image = c["image"].as_str().unwrap_or("");
-            self.settings.failures.iter().find(|f| image.contains(&f.pattern)).map(|f| (f.kind, image.to_string()))
+    /// The scripted failure of the pod's first failing image, and whether an init container has it.
+    fn failure(&self) -> Option<(FailureKind, String, bool)> {
+        ["initContainers", "containers"].iter().find_map(|list| {
+            let containers = self.pod["spec"][*list]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            containers.iter().find_map(|c| {
+                let image = c["image"].as_str().unwrap_or("");
+                let f = self
+                    .settings
+                    .failures
+                    .iter()
+                    .find(|f| image.contains(&f.pattern))?;
+                Some((f.kind, image.to_string(), *list == "initContainers"))
+            })
         })
+    }
+
+    /// An init container fails: it carries the state, the app containers wait for it.
+    fn set_init(&self, state: &ContainerState) {
+        let pod = self.pod.clone();
+        let waiting = ContainerState::Waiting("PodInitializing", String::new());
+        self.set_status(|s| {
+            *s = status::pod_status_with_init(&pod, "Pending", None, false, &waiting, Some(state))
+        });
+    }
+
+    async fn fail(&self, kind: FailureKind, image: &str, init: bool, ip: Ipv4Addr) {
+        let set = |state: ContainerState, phase: &str, ip: Option<Ipv4Addr>| {
+            if init {
+                self.set_init(&state)
+            } else {
+                self.set(phase, ip, false, &state)
+            }
+        };
+        match kind {
+            FailureKind::PullError => {
+                let msg = format!("failed to pull image \"{image}\": emulated pull failure");
+                set(
+                    ContainerState::Waiting("ErrImagePull", msg),
+                    "Pending",
+                    None,
+                );
+                if self.pause(Duration::from_secs(1)).await {
+                    let msg = format!("Back-off pulling image \"{image}\"");
+                    set(
+                        ContainerState::Waiting("ImagePullBackOff", msg),
+                        "Pending",
+                        None,
+                    );
+                }
+            }
+            FailureKind::Crash => {
+                let msg = "back-off restarting failed container (emulated crash, exit code 1)"
+                    .to_string();
+                set(ContainerState::CrashLoop(msg), "Running", Some(ip));
+            }
+            FailureKind::NeverReady => set(ContainerState::Running, "Running", Some(ip)),
+        }
     }
 
     async fn run(self) {
@@ -162,34 +274,30 @@ impl PodRunner {
         }
         let ip = next_ip();
         match self.failure() {
-            Some((FailureKind::PullError, image)) => {
-                let msg = format!("failed to pull image \"{image}\": emulated pull failure");
-                self.set("Pending", None, false, &ContainerState::Waiting("ErrImagePull", msg.clone()));
-                if self.pause(Duration::from_secs(1)).await {
-                    let msg = format!("Back-off pulling image \"{image}\"");
-                    self.set("Pending", None, false, &ContainerState::Waiting("ImagePullBackOff", msg));
-                }
-            }
-            Some((FailureKind::Crash, _)) => {
-                let msg = "back-off restarting failed container (emulated crash, exit code 1)".to_string();
-                self.set("Running", Some(ip), false, &ContainerState::CrashLoop(msg));
-            }
-            Some((FailureKind::NeverReady, _)) => self.set("Running", Some(ip), false, &ContainerState::Running),
+            Some((kind, image, init)) => self.fail(kind, &image, init, ip).await,
             None if agent::agent_container(&self.pod).is_some() => self.run_agent(ip).await,
             None => self.set("Running", Some(ip), true, &ContainerState::Running),
         }
         self.token.cancelled().await;
+        self.logs.forget(&self.uid);
     }
 
-    async fn run_agent(&self, ip: Ipv4Addr) {
-        let Some(container) = agent::agent_container(&self.pod) else { return };
+    async fn run_agent(&self, mut ip: Ipv4Addr) {
+        let Some(container) = agent::agent_container(&self.pod) else {
+            return;
+        };
         let mut rx = self.store.subscribe();
         let vols = loop {
             match agent::prepare_volumes(&self.store, &self.key.ns, &self.pod, container) {
                 Ok(v) => break v,
                 Err(VolumeError::MissingSecret(name)) => {
                     let msg = format!("MountVolume.SetUp failed: secret \"{name}\" not found");
-                    self.set("Pending", None, false, &ContainerState::Waiting("ContainerCreating", msg));
+                    self.set(
+                        "Pending",
+                        None,
+                        false,
+                        &ContainerState::Waiting("ContainerCreating", msg),
+                    );
                     // Retry when a secret in this namespace changes.
                     loop {
                         tokio::select! {
@@ -205,13 +313,26 @@ impl PodRunner {
                 }
                 Err(VolumeError::Io(e)) => {
                     let msg = format!("preparing volumes: {e}");
-                    self.set("Failed", None, false, &ContainerState::Terminated(128, "ContainerCannotRun", msg));
+                    self.set(
+                        "Failed",
+                        None,
+                        false,
+                        &ContainerState::Terminated(128, "ContainerCannotRun", msg),
+                    );
                     return;
                 }
             }
         };
         drop(rx);
-        let cmd = agent::agent_command(container, &vols, ip);
+        let mut cmd = agent::agent_command(container, &vols, ip);
+        // Another emulator process may have handed out the same address: probe for a free one.
+        for _ in 0..32 {
+            if std::net::TcpListener::bind((ip, cmd.port)).is_ok() {
+                break;
+            }
+            ip = next_ip();
+            cmd = agent::agent_command(container, &vols, ip);
+        }
         tracing::info!(pod = %self.key.name, %ip, port = cmd.port, args = ?cmd.args, "starting pico-agent");
         let child = tokio::process::Command::new(&self.settings.agent_binary)
             .args(&cmd.args)
@@ -226,19 +347,26 @@ impl PodRunner {
             Ok(c) => c,
             Err(e) => {
                 let msg = format!("starting {}: {e}", self.settings.agent_binary.display());
-                self.set("Failed", None, false, &ContainerState::Terminated(128, "StartError", msg));
+                self.set(
+                    "Failed",
+                    None,
+                    false,
+                    &ContainerState::Terminated(128, "StartError", msg),
+                );
                 return;
             }
         };
         self.set("Running", Some(ip), false, &ContainerState::Running);
-        let pod_name = self.key.name.clone();
+        let (pod_name, logs, uid) = (self.key.name.clone(), self.logs.clone(), self.uid.clone());
+        let mut stderr_task = None;
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(async move {
+            stderr_task = Some(tokio::spawn(async move {
                 let mut lines = BufReader::new(err).lines();
                 while let Ok(Some(l)) = lines.next_line().await {
-                    tracing::info!(pod = %pod_name, "pico-agent: {l}");
+                    tracing::debug!(pod = %pod_name, "pico-agent: {l}");
+                    logs.push(&uid, l);
                 }
-            });
+            }));
         }
         let mut stdout = child.stdout.take().map(|o| BufReader::new(o).lines());
         let status = loop {
@@ -248,8 +376,12 @@ impl PodRunner {
                     return;
                 }
                 line = async { match stdout.as_mut() { Some(l) => l.next_line().await, None => std::future::pending().await } } => match line {
-                    Ok(Some(l)) if l.trim() == "ready" => self.set("Running", Some(ip), true, &ContainerState::Running),
-                    Ok(Some(_)) => {}
+                    Ok(Some(l)) => {
+                        if l.trim() == "ready" {
+                            self.set("Running", Some(ip), true, &ContainerState::Running);
+                        }
+                        self.logs.push(&self.uid, l);
+                    }
                     // Stdout closed; the exit status comes from wait().
                     _ => stdout = None,
                 },
@@ -259,7 +391,17 @@ impl PodRunner {
         let code = status.ok().and_then(|s| s.code()).unwrap_or(137);
         let reason = if code == 0 { "Completed" } else { "Error" };
         let phase = if code == 0 { "Succeeded" } else { "Failed" };
-        let msg = format!("pico-agent exited with code {code}");
-        self.set(phase, Some(ip), false, &ContainerState::Terminated(code, reason, msg));
+        // The last thing the agent said is the most useful part of the message.
+        if let Some(t) = stderr_task {
+            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+        }
+        let last = self.logs.read(&self.uid, Some(1));
+        let msg = format!("pico-agent exited with code {code}: {}", last.trim_end());
+        self.set(
+            phase,
+            Some(ip),
+            false,
+            &ContainerState::Terminated(code, reason, msg),
+        );
     }
 }

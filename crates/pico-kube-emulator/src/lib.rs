@@ -4,10 +4,13 @@ mod agent;
 mod api;
 mod config;
 mod controller;
+mod defaults;
 mod error;
 mod kubelet;
+mod meta;
 mod openapi;
 mod patch;
+mod protobuf;
 mod resources;
 mod selector;
 mod server;
@@ -16,7 +19,10 @@ mod store;
 mod table;
 mod watch;
 
-pub use config::{EmulatorConfig, FailureKind, ImageFailure, default_agent_binary, parse_duration, parse_image_failure};
+pub use config::{
+    EmulatorConfig, FailureKind, ImageFailure, default_agent_binary, parse_duration,
+    parse_image_failure,
+};
 pub use controller::{NAME_HASH_LABEL, name_hash};
 pub use error::Error;
 pub use server::{Emulator, EmulatorHandle, kubeconfig_yaml};

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use pico_kube_emulator::{Emulator, EmulatorConfig, ImageFailure, parse_duration, parse_image_failure};
+use pico_kube_emulator::{
+    Emulator, EmulatorConfig, ImageFailure, parse_duration, parse_image_failure,
+};
 
 /// An emulated Kubernetes API server (Sandbox, Pod, Secret, Service) for tests.
 #[derive(Parser, Debug)]
@@ -29,7 +31,12 @@ struct Args {
     #[arg(long, env = "PICO_EMULATOR_POD_START_DELAY", default_value = "50ms", value_parser = parse_duration)]
     pod_start_delay: Duration,
     /// Sandbox versions to serve, comma-separated (e.g. only v1alpha1, like an older agent-sandbox).
-    #[arg(long, env = "PICO_EMULATOR_SANDBOX_VERSIONS", value_delimiter = ',', default_value = "v1beta1,v1alpha1")]
+    #[arg(
+        long,
+        env = "PICO_EMULATOR_SANDBOX_VERSIONS",
+        value_delimiter = ',',
+        default_value = "v1beta1,v1alpha1"
+    )]
     sandbox_versions: Vec<String>,
     /// Pods whose image contains PATTERN fail: PATTERN=pull|crash|never-ready (repeatable;
     /// fail-pull, crash and never-ready are built in).
@@ -43,12 +50,18 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
     if let Some(agent) = &args.agent_binary {
-        anyhow::ensure!(agent.is_file(), "--agent-binary {} does not exist", agent.display());
+        anyhow::ensure!(
+            agent.is_file(),
+            "--agent-binary {} does not exist",
+            agent.display()
+        );
     }
     let mut config = EmulatorConfig {
         bind: SocketAddr::new(args.bind, args.port),
@@ -59,9 +72,13 @@ async fn main() -> anyhow::Result<()> {
         ..EmulatorConfig::default()
     };
     config.image_failures.extend(args.image_failure);
-    let handle = Emulator::start(config).await.context("starting the emulator")?;
+    let handle = Emulator::start(config)
+        .await
+        .context("starting the emulator")?;
     if let Some(path) = &args.write_kubeconfig {
-        handle.write_kubeconfig(path).with_context(|| format!("writing {}", path.display()))?;
+        handle
+            .write_kubeconfig(path)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let mut out = std::io::stdout();
     writeln!(out, "listening on {}", handle.addr())?;

@@ -67,11 +67,17 @@ pub fn merge(target: &mut Value, patch: &Value, by_name: bool) {
                 }
             }
         }
-        Value::Array(items) if by_name && named_list(items) && target.as_array().is_some_and(|a| named_list(a)) => {
+        Value::Array(items)
+            if by_name && named_list(items) && target.as_array().is_some_and(|a| named_list(a)) =>
+        {
             let mut out = Vec::new();
             let old = target.as_array().cloned().unwrap_or_default();
             for item in items {
-                let mut base = old.iter().find(|o| o["name"] == item["name"]).cloned().unwrap_or(Value::Null);
+                let mut base = old
+                    .iter()
+                    .find(|o| o["name"] == item["name"])
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 merge(&mut base, item, by_name);
                 out.push(base);
             }
@@ -82,7 +88,10 @@ pub fn merge(target: &mut Value, patch: &Value, by_name: bool) {
 }
 
 fn named_list(items: &[Value]) -> bool {
-    !items.is_empty() && items.iter().all(|i| i.get("name").is_some_and(Value::is_string))
+    !items.is_empty()
+        && items
+            .iter()
+            .all(|i| i.get("name").is_some_and(Value::is_string))
 }
 
 fn strip_directives(v: &Value, by_name: bool) -> Value {
@@ -113,7 +122,11 @@ fn split_pointer(path: &str) -> Result<(Vec<String>, String), ApiError> {
     Ok((parts, last))
 }
 
-fn parent_mut<'a>(doc: &'a mut Value, parts: &[String], path: &str) -> Result<&'a mut Value, ApiError> {
+fn parent_mut<'a>(
+    doc: &'a mut Value,
+    parts: &[String],
+    path: &str,
+) -> Result<&'a mut Value, ApiError> {
     let mut cur = doc;
     for p in parts {
         cur = match cur {
@@ -121,7 +134,13 @@ fn parent_mut<'a>(doc: &'a mut Value, parts: &[String], path: &str) -> Result<&'
             Value::Array(a) => p.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
             _ => None,
         }
-        .ok_or_else(|| ApiError::new(422, "Invalid", format!("json patch: path {path} does not exist")))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                422,
+                "Invalid",
+                format!("json patch: path {path} does not exist"),
+            )
+        })?;
     }
     Ok(cur)
 }
@@ -132,11 +151,21 @@ fn get_at(doc: &Value, path: &str) -> Option<Value> {
 
 fn remove_at(doc: &mut Value, path: &str) -> Result<Value, ApiError> {
     let (parts, last) = split_pointer(path)?;
-    let missing = || ApiError::new(422, "Invalid", format!("json patch: path {path} does not exist"));
+    let missing = || {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("json patch: path {path} does not exist"),
+        )
+    };
     match parent_mut(doc, &parts, path)? {
         Value::Object(m) => m.remove(&last).ok_or_else(missing),
         Value::Array(a) => {
-            let i = last.parse::<usize>().ok().filter(|i| *i < a.len()).ok_or_else(missing)?;
+            let i = last
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i < a.len())
+                .ok_or_else(missing)?;
             Ok(a.remove(i))
         }
         _ => Err(missing()),
@@ -175,12 +204,20 @@ fn add_at(doc: &mut Value, path: &str, value: Value, replace: bool) -> Result<()
 
 /// RFC 6902.
 fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
-    let ops = patch.as_array().ok_or_else(|| ApiError::bad_request("json patch must be an array"))?;
+    let ops = patch
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("json patch must be an array"))?;
     for op in ops {
         let path = op["path"].as_str().unwrap_or("");
-        let value = || op.get("value").cloned().ok_or_else(|| ApiError::bad_request("json patch: missing value"));
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| ApiError::bad_request("json patch: missing value"))
+        };
         let from = || {
-            op["from"].as_str().and_then(|f| get_at(doc, f).map(|v| (f.to_string(), v)))
+            op["from"]
+                .as_str()
+                .and_then(|f| get_at(doc, f).map(|v| (f.to_string(), v)))
                 .ok_or_else(|| ApiError::new(422, "Invalid", "json patch: from does not exist"))
         };
         match op["op"].as_str().unwrap_or("") {
@@ -191,7 +228,11 @@ fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
             }
             "test" => {
                 if get_at(doc, path) != Some(value()?) {
-                    return Err(ApiError::new(422, "Invalid", format!("json patch: test failed at {path}")));
+                    return Err(ApiError::new(
+                        422,
+                        "Invalid",
+                        format!("json patch: test failed at {path}"),
+                    ));
                 }
             }
             "copy" => {
@@ -203,7 +244,11 @@ fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
                 let v = remove_at(doc, &f)?;
                 add_at(doc, path, v, false)?;
             }
-            other => return Err(ApiError::bad_request(format!("json patch: unknown op {other:?}"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "json patch: unknown op {other:?}"
+                )));
+            }
         }
     }
     Ok(())
@@ -217,7 +262,11 @@ mod tests {
     #[test]
     fn merge_patch_removes_nulls_and_replaces_lists() {
         let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}, "l": [{"name": "x", "v": 1}]});
-        merge(&mut t, &json!({"a": null, "b": {"c": 5}, "l": [{"name": "y"}]}), false);
+        merge(
+            &mut t,
+            &json!({"a": null, "b": {"c": 5}, "l": [{"name": "y"}]}),
+            false,
+        );
         assert_eq!(t, json!({"b": {"c": 5, "d": 3}, "l": [{"name": "y"}]}));
     }
 
@@ -226,7 +275,10 @@ mod tests {
         let mut t = json!({"containers": [{"name": "a", "image": "i1", "ports": [1]}]});
         let p = json!({"$setElementOrder/containers": [{"name": "a"}], "containers": [{"name": "a", "image": "i2"}]});
         merge(&mut t, &p, true);
-        assert_eq!(t, json!({"containers": [{"name": "a", "image": "i2", "ports": [1]}]}));
+        assert_eq!(
+            t,
+            json!({"containers": [{"name": "a", "image": "i2", "ports": [1]}]})
+        );
     }
 
     #[test]
@@ -240,8 +292,12 @@ mod tests {
             {"op": "test", "path": "/l/1", "value": 2},
         ]);
         json_patch(&mut t, &p).expect("patch");
-        assert_eq!(t, json!({"metadata": {"labels": {"b": "2"}}, "l": [9, 2, 3]}));
-        let err = json_patch(&mut t, &json!([{"op": "test", "path": "/l/0", "value": 1}])).expect_err("test op");
+        assert_eq!(
+            t,
+            json!({"metadata": {"labels": {"b": "2"}}, "l": [9, 2, 3]})
+        );
+        let err = json_patch(&mut t, &json!([{"op": "test", "path": "/l/0", "value": 1}]))
+            .expect_err("test op");
         assert_eq!(err.code, 422);
     }
 

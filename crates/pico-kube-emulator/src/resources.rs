@@ -97,15 +97,158 @@ macro_rules! plain {
     };
 }
 
-plain!(CONFIGMAPS, "configmaps", "", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"]);
-plain!(SERVICEACCOUNTS, "serviceaccounts", "", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"]);
-plain!(EVENTS, "events", "", "v1", "events", "event", "Event", true, &["ev"]);
-plain!(DEPLOYMENTS, "deployments.apps", "apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"]);
-plain!(ROLES, "roles.rbac.authorization.k8s.io", "rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, &[]);
-plain!(ROLEBINDINGS, "rolebindings.rbac.authorization.k8s.io", "rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, &[]);
+plain!(
+    CONFIGMAPS,
+    "configmaps",
+    "",
+    "v1",
+    "configmaps",
+    "configmap",
+    "ConfigMap",
+    true,
+    &["cm"]
+);
+plain!(
+    SERVICEACCOUNTS,
+    "serviceaccounts",
+    "",
+    "v1",
+    "serviceaccounts",
+    "serviceaccount",
+    "ServiceAccount",
+    true,
+    &["sa"]
+);
+plain!(
+    EVENTS,
+    "events",
+    "",
+    "v1",
+    "events",
+    "event",
+    "Event",
+    true,
+    &["ev"]
+);
+plain!(
+    DEPLOYMENTS,
+    "deployments.apps",
+    "apps",
+    "v1",
+    "deployments",
+    "deployment",
+    "Deployment",
+    true,
+    &["deploy"]
+);
+plain!(
+    ROLES,
+    "roles.rbac.authorization.k8s.io",
+    "rbac.authorization.k8s.io",
+    "v1",
+    "roles",
+    "role",
+    "Role",
+    true,
+    &[]
+);
+plain!(
+    ROLEBINDINGS,
+    "rolebindings.rbac.authorization.k8s.io",
+    "rbac.authorization.k8s.io",
+    "v1",
+    "rolebindings",
+    "rolebinding",
+    "RoleBinding",
+    true,
+    &[]
+);
 
-pub static ALL: [&ResourceDef; 11] = [
-    &PODS, &SECRETS, &SERVICES, &NAMESPACES, &SANDBOXES, &CONFIGMAPS, &SERVICEACCOUNTS, &EVENTS, &DEPLOYMENTS, &ROLES, &ROLEBINDINGS,
+plain!(
+    CLUSTERROLES,
+    "clusterroles.rbac.authorization.k8s.io",
+    "rbac.authorization.k8s.io",
+    "v1",
+    "clusterroles",
+    "clusterrole",
+    "ClusterRole",
+    false,
+    &[]
+);
+plain!(
+    CLUSTERROLEBINDINGS,
+    "clusterrolebindings.rbac.authorization.k8s.io",
+    "rbac.authorization.k8s.io",
+    "v1",
+    "clusterrolebindings",
+    "clusterrolebinding",
+    "ClusterRoleBinding",
+    false,
+    &[]
+);
+plain!(
+    NETWORKPOLICIES,
+    "networkpolicies.networking.k8s.io",
+    "networking.k8s.io",
+    "v1",
+    "networkpolicies",
+    "networkpolicy",
+    "NetworkPolicy",
+    true,
+    &["netpol"]
+);
+plain!(
+    PDBS,
+    "poddisruptionbudgets.policy",
+    "policy",
+    "v1",
+    "poddisruptionbudgets",
+    "poddisruptionbudget",
+    "PodDisruptionBudget",
+    true,
+    &["pdb"]
+);
+plain!(
+    RUNTIMECLASSES,
+    "runtimeclasses.node.k8s.io",
+    "node.k8s.io",
+    "v1",
+    "runtimeclasses",
+    "runtimeclass",
+    "RuntimeClass",
+    false,
+    &[]
+);
+plain!(
+    CRDS,
+    "customresourcedefinitions.apiextensions.k8s.io",
+    "apiextensions.k8s.io",
+    "v1",
+    "customresourcedefinitions",
+    "customresourcedefinition",
+    "CustomResourceDefinition",
+    false,
+    &["crd", "crds"]
+);
+
+pub static ALL: [&ResourceDef; 17] = [
+    &PODS,
+    &SECRETS,
+    &SERVICES,
+    &NAMESPACES,
+    &SANDBOXES,
+    &CONFIGMAPS,
+    &SERVICEACCOUNTS,
+    &EVENTS,
+    &DEPLOYMENTS,
+    &ROLES,
+    &ROLEBINDINGS,
+    &CLUSTERROLES,
+    &CLUSTERROLEBINDINGS,
+    &NETWORKPOLICIES,
+    &PDBS,
+    &RUNTIMECLASSES,
+    &CRDS,
 ];
 
 /// Which versions this emulator serves: all, except that the Sandbox versions are configurable
@@ -118,13 +261,22 @@ pub struct Served {
 impl Served {
     /// Keeps the known Sandbox versions among `wanted`, in Sandbox preference order.
     pub fn new(wanted: &[String]) -> Self {
-        let sandbox_versions = SANDBOXES.versions.iter().copied().filter(|v| wanted.iter().any(|w| w == v)).collect();
+        let sandbox_versions = SANDBOXES
+            .versions
+            .iter()
+            .copied()
+            .filter(|v| wanted.iter().any(|w| w == v))
+            .collect();
         Self { sandbox_versions }
     }
 
     /// Served versions of a resource, preferred first.
     pub fn versions(&self, d: &ResourceDef) -> Vec<&'static str> {
-        if d.key == SANDBOXES.key { self.sandbox_versions.clone() } else { d.versions.to_vec() }
+        if d.key == SANDBOXES.key {
+            self.sandbox_versions.clone()
+        } else {
+            d.versions.to_vec()
+        }
     }
 
     /// The resource served at `group/version/plural`, if any.
@@ -134,18 +286,37 @@ impl Served {
             .find(|d| d.group == group && d.plural == plural && self.versions(d).contains(&version))
     }
 
-    fn defs<'a>(&'a self, group: &'a str, version: &'a str) -> impl Iterator<Item = &'static ResourceDef> + 'a {
-        ALL.iter().copied().filter(move |d| d.group == group && self.versions(d).contains(&version))
+    fn defs<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'static ResourceDef> + 'a {
+        ALL.iter()
+            .copied()
+            .filter(move |d| d.group == group && self.versions(d).contains(&version))
     }
 }
 
 impl ResourceDef {
     pub fn api_version(&self, version: &str) -> String {
-        if self.group.is_empty() { version.to_string() } else { format!("{}/{version}", self.group) }
+        if self.group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{version}", self.group)
+        }
     }
 }
 
-const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// `APIResourceList` for one group/version (legacy discovery, which kubectl falls back to).
 pub fn resource_list(served: &Served, group: &str, version: &str) -> Option<Value> {
@@ -175,14 +346,23 @@ pub fn resource_list(served: &Served, group: &str, version: &str) -> Option<Valu
             }));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 /// Named API groups, in the order first served.
 pub fn groups(served: &Served) -> Vec<&'static str> {
     let mut out: Vec<&str> = Vec::new();
-    for d in ALL.iter().filter(|d| !d.group.is_empty() && !served.versions(d).is_empty()) {
+    for d in ALL
+        .iter()
+        .filter(|d| !d.group.is_empty() && !served.versions(d).is_empty())
+    {
         if !out.contains(&d.group) {
             out.push(d.group);
         }
@@ -213,7 +393,10 @@ fn group_json(served: &Served, name: &str) -> Value {
 
 /// `APIGroupList` at `/apis`.
 pub fn group_list(served: &Served) -> Value {
-    let groups: Vec<Value> = groups(served).into_iter().map(|g| group_json(served, g)).collect();
+    let groups: Vec<Value> = groups(served)
+        .into_iter()
+        .map(|g| group_json(served, g))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 

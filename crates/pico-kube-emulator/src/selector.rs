@@ -36,7 +36,10 @@ fn split_terms(s: &str) -> Vec<&str> {
         }
     }
     out.push(&s[start..]);
-    out.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
+    out.into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn parse_set(rest: &str, term: &str) -> Result<Vec<String>, ApiError> {
@@ -44,8 +47,16 @@ fn parse_set(rest: &str, term: &str) -> Result<Vec<String>, ApiError> {
     let inner = rest
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| ApiError::bad_request(format!("unable to parse requirement: {term}: expected (values)")))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: {term}: expected (values)"
+            ))
+        })?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 fn parse_term(term: &str) -> Result<Req, ApiError> {
@@ -68,7 +79,9 @@ fn parse_term(term: &str) -> Result<Req, ApiError> {
         return Ok(Req::Eq(k.trim().to_string(), v.trim().to_string()));
     }
     if term.contains(['<', '>', '(', ')', ' ']) {
-        return Err(ApiError::bad_request(format!("unable to parse requirement: {term}")));
+        return Err(ApiError::bad_request(format!(
+            "unable to parse requirement: {term}"
+        )));
     }
     Ok(Req::Exists(term.to_string()))
 }
@@ -76,7 +89,10 @@ fn parse_term(term: &str) -> Result<Req, ApiError> {
 impl Selector {
     pub fn parse(s: Option<&str>) -> Result<Self, ApiError> {
         let reqs = match s {
-            Some(s) => split_terms(s).into_iter().map(parse_term).collect::<Result<_, _>>()?,
+            Some(s) => split_terms(s)
+                .into_iter()
+                .map(parse_term)
+                .collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
         Ok(Self { reqs })

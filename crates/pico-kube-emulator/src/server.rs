@@ -33,15 +33,28 @@ impl Emulator {
     pub async fn start(config: EmulatorConfig) -> Result<EmulatorHandle, Error> {
         let listener = TcpListener::bind(config.bind)
             .await
-            .map_err(|source| Error::Bind { addr: config.bind.to_string(), source })?;
+            .map_err(|source| Error::Bind {
+                addr: config.bind.to_string(),
+                source,
+            })?;
         Self::start_on(listener, config)
     }
 
     /// Serves on a listener the caller bound (`config.bind` is ignored).
-    pub fn start_on(listener: TcpListener, config: EmulatorConfig) -> Result<EmulatorHandle, Error> {
+    pub fn start_on(
+        listener: TcpListener,
+        config: EmulatorConfig,
+    ) -> Result<EmulatorHandle, Error> {
         let served = crate::resources::Served::new(&config.sandbox_versions);
-        let Some(owner_version) = served.versions(&crate::resources::SANDBOXES).first().copied() else {
-            let msg = format!("sandbox_versions {:?} names neither v1beta1 nor v1alpha1", config.sandbox_versions);
+        let Some(owner_version) = served
+            .versions(&crate::resources::SANDBOXES)
+            .first()
+            .copied()
+        else {
+            let msg = format!(
+                "sandbox_versions {:?} names neither v1beta1 nor v1alpha1",
+                config.sandbox_versions
+            );
             return Err(Error::Config(msg));
         };
         let addr = listener.local_addr()?;
@@ -51,9 +64,14 @@ impl Emulator {
         let settings: SharedSettings = Arc::new(RwLock::new(KubeletSettings {
             start_delay: config.pod_start_delay,
             failures: config.image_failures.clone(),
-            agent_binary: config.agent_binary.clone().unwrap_or_else(config::default_agent_binary),
+            agent_binary: config
+                .agent_binary
+                .clone()
+                .unwrap_or_else(config::default_agent_binary),
         }));
+        let logs = kubelet::PodLogs::default();
         let app = Arc::new(App {
+            logs: logs.clone(),
             store: store.clone(),
             token: config.token.clone(),
             server_address: addr.to_string(),
@@ -64,16 +82,35 @@ impl Emulator {
         let router = api::router(app);
         let stop = shutdown.clone();
         tracker.spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "emulator HTTP server failed");
             }
         });
         let owner_api_version = crate::resources::SANDBOXES.api_version(owner_version);
-        tracker.spawn(crate::controller::run(store.clone(), shutdown.child_token(), owner_api_version));
-        tracker.spawn(kubelet::run(store.clone(), settings.clone(), shutdown.child_token(), tracker.clone()));
+        tracker.spawn(crate::controller::run(
+            store.clone(),
+            shutdown.child_token(),
+            owner_api_version,
+        ));
+        let kubelet = kubelet::Kubelet {
+            store: store.clone(),
+            settings: settings.clone(),
+            logs,
+            shutdown: shutdown.child_token(),
+            tracker: tracker.clone(),
+        };
+        tracker.spawn(kubelet.run());
         tracing::info!(%addr, "kubernetes API emulator listening");
-        Ok(EmulatorHandle { addr, token: config.token, store, settings, shutdown, tracker })
+        Ok(EmulatorHandle {
+            addr,
+            token: config.token,
+            store,
+            settings,
+            shutdown,
+            tracker,
+        })
     }
 }
 
@@ -98,8 +135,10 @@ impl EmulatorHandle {
     }
 
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), Error> {
-        std::fs::write(path, self.kubeconfig_yaml())
-            .map_err(|source| Error::WriteKubeconfig { path: path.display().to_string(), source })
+        std::fs::write(path, self.kubeconfig_yaml()).map_err(|source| Error::WriteKubeconfig {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Forgets the watch history: watches resuming from an older resourceVersion get 410 Gone.

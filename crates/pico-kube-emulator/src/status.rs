@@ -24,7 +24,9 @@ impl ContainerState {
             Self::Terminated(code, reason, msg) => json!({"terminated": {
                 "exitCode": code, "reason": reason, "message": msg, "startedAt": started_at, "finishedAt": now_rfc3339(),
             }}),
-            Self::CrashLoop(msg) => json!({"waiting": {"reason": "CrashLoopBackOff", "message": msg}}),
+            Self::CrashLoop(msg) => {
+                json!({"waiting": {"reason": "CrashLoopBackOff", "message": msg}})
+            }
         }
     }
 }
@@ -34,7 +36,25 @@ fn cond(kind: &str, ok: bool, now: &str) -> Value {
 }
 
 /// A whole `PodStatus`; `ready` is the readiness of all containers.
-pub fn pod_status(pod: &Value, phase: &str, ip: Option<Ipv4Addr>, ready: bool, state: &ContainerState) -> Value {
+pub fn pod_status(
+    pod: &Value,
+    phase: &str,
+    ip: Option<Ipv4Addr>,
+    ready: bool,
+    state: &ContainerState,
+) -> Value {
+    pod_status_with_init(pod, phase, ip, ready, state, None)
+}
+
+/// As [`pod_status`], with init containers in `init` (default: completed) instead.
+pub fn pod_status_with_init(
+    pod: &Value,
+    phase: &str,
+    ip: Option<Ipv4Addr>,
+    ready: bool,
+    state: &ContainerState,
+    init: Option<&ContainerState>,
+) -> Value {
     let now = now_rfc3339();
     let started = pod["metadata"]["creationTimestamp"].clone();
     let running = *state == ContainerState::Running;
@@ -54,11 +74,13 @@ pub fn pod_status(pod: &Value, phase: &str, ip: Option<Ipv4Addr>, ready: bool, s
                 "lastState": {},
             });
             if running {
-                cs["containerID"] = json!(format!("emulator://{}", c["name"].as_str().unwrap_or("")));
+                cs["containerID"] =
+                    json!(format!("emulator://{}", c["name"].as_str().unwrap_or("")));
             }
             if let ContainerState::CrashLoop(_) = state {
                 cs["restartCount"] = json!(1);
-                cs["lastState"] = ContainerState::Terminated(1, "Error", "emulated crash".into()).json(&started);
+                cs["lastState"] =
+                    ContainerState::Terminated(1, "Error", "emulated crash".into()).json(&started);
             }
             cs
         })
@@ -67,17 +89,24 @@ pub fn pod_status(pod: &Value, phase: &str, ip: Option<Ipv4Addr>, ready: bool, s
         .as_array()
         .into_iter()
         .flatten()
-        .map(|c| json!({
-            "name": c["name"], "image": c["image"], "imageID": "", "ready": true, "restartCount": 0,
-            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": started}},
-        }))
+        .map(|c| match init {
+            None => json!({
+                "name": c["name"], "image": c["image"], "imageID": "", "ready": true, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": started}},
+            }),
+            Some(st) => json!({
+                "name": c["name"], "image": c["image"], "imageID": "", "ready": false,
+                "restartCount": if matches!(st, ContainerState::CrashLoop(_)) { 1 } else { 0 },
+                "state": st.json(&started),
+            }),
+        })
         .collect();
     let ok = ready && running;
     let mut s = json!({
         "phase": phase,
         "conditions": [
             cond("PodScheduled", true, &now),
-            cond("Initialized", true, &now),
+            cond("Initialized", init.is_none(), &now),
             cond("ContainersReady", ok, &now),
             cond("Ready", ok, &now),
         ],

@@ -8,6 +8,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
+pub use crate::meta::{now_rfc3339, rv_of};
+use crate::meta::{random_suffix, valid_name};
 use crate::resources::{NAMESPACES, ResourceDef};
 use crate::selector::Filter;
 
@@ -22,7 +24,11 @@ pub struct ObjKey {
 impl ObjKey {
     pub fn new(def: &ResourceDef, ns: &str, name: &str) -> Self {
         let ns = if def.namespaced { ns } else { "" };
-        Self { res: def.key, ns: ns.to_string(), name: name.to_string() }
+        Self {
+            res: def.key,
+            ns: ns.to_string(),
+            name: name.to_string(),
+        }
     }
 }
 
@@ -79,29 +85,6 @@ pub struct Store {
     tx: broadcast::Sender<Arc<Event>>,
 }
 
-pub fn rv_of(obj: &Value) -> &str {
-    obj["metadata"]["resourceVersion"].as_str().unwrap_or("")
-}
-
-pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-fn random_suffix() -> String {
-    // kube-apiserver's alphabet for generateName: no vowels, no confusable digits.
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[rand::random::<u32>() as usize % ALPHABET.len()] as char).collect()
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
-}
-
 /// Everything but metadata and status: a change here bumps `metadata.generation`.
 fn spec_part(obj: &Value) -> Value {
     let mut v = obj.clone();
@@ -129,7 +112,10 @@ impl Store {
             compacted: 0,
             epoch: CancellationToken::new(),
         };
-        let store = Self { state: Mutex::new(state), tx };
+        let store = Self {
+            state: Mutex::new(state),
+            tx,
+        };
         for ns in ["default", "kube-system", "kube-public"] {
             let obj = json!({"metadata": {"name": ns}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
             // Seeding an empty store cannot collide.
@@ -171,8 +157,21 @@ impl Store {
         (Self::matching(&st, res, ns, filter), st.rv)
     }
 
-    fn emit(&self, st: &mut State, key: ObjKey, kind: EventType, object: Arc<Value>, prev: Option<Arc<Value>>) {
-        let ev = Arc::new(Event { rv: st.rv, key, kind, object, prev });
+    fn emit(
+        &self,
+        st: &mut State,
+        key: ObjKey,
+        kind: EventType,
+        object: Arc<Value>,
+        prev: Option<Arc<Value>>,
+    ) {
+        let ev = Arc::new(Event {
+            rv: st.rv,
+            key,
+            kind,
+            object,
+            prev,
+        });
         st.history.push_back(ev.clone());
         while st.history.len() > st.history_limit {
             if let Some(old) = st.history.pop_front() {
@@ -184,9 +183,17 @@ impl Store {
     }
 
     /// Creates `obj` (already defaulted by the caller), assigning name, uid and resourceVersion.
-    pub fn create(&self, def: &ResourceDef, ns: &str, mut obj: Value, dry_run: bool) -> Result<Value, ApiError> {
+    pub fn create(
+        &self,
+        def: &ResourceDef,
+        ns: &str,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
         }
         let meta = &mut obj["metadata"];
         if !meta.is_object() {
@@ -206,11 +213,18 @@ impl Store {
             (Some(n), _) if !n.is_empty() => n.to_string(),
             (_, Some(g)) if !g.is_empty() => format!("{g}{}", random_suffix()),
             _ => {
-                return Err(ApiError::invalid(def.group, def.plural, "", "metadata.name: Required value: name or generateName is required"));
+                return Err(ApiError::invalid(
+                    def.group,
+                    def.plural,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                ));
             }
         };
         if !valid_name(&name) {
-            let msg = format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'");
+            let msg = format!(
+                "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"
+            );
             return Err(ApiError::invalid(def.group, def.plural, &name, msg));
         }
         let key = ObjKey::new(def, ns, &name);
@@ -252,10 +266,16 @@ impl Store {
         f: impl FnOnce(&Value) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
         let mut st = self.lock();
-        let old = st.objects.get(key).cloned().ok_or_else(|| ApiError::not_found(def.group, def.plural, &key.name))?;
+        let old = st
+            .objects
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(def.group, def.plural, &key.name))?;
         let mut new = f(&old)?;
         if !new.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
         }
         let wanted = rv_of(&new);
         if !wanted.is_empty() && wanted != rv_of(&old) {
@@ -264,7 +284,15 @@ impl Store {
         if !new["metadata"].is_object() {
             new["metadata"] = json!({});
         }
-        for field in ["name", "namespace", "uid", "creationTimestamp", "generation", "resourceVersion", "deletionTimestamp"] {
+        for field in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "resourceVersion",
+            "deletionTimestamp",
+        ] {
             match old["metadata"].get(field) {
                 Some(v) => new["metadata"][field] = v.clone(),
                 None => {
@@ -298,11 +326,24 @@ impl Store {
     }
 
     /// Deletes an object, then its dependents by ownerReference (or orphans them).
-    pub fn delete(&self, def: &ResourceDef, key: &ObjKey, opts: &DeleteOpts, dry_run: bool) -> Result<Value, ApiError> {
+    pub fn delete(
+        &self,
+        def: &ResourceDef,
+        key: &ObjKey,
+        opts: &DeleteOpts,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let mut st = self.lock();
-        let old = st.objects.get(key).cloned().ok_or_else(|| ApiError::not_found(def.group, def.plural, &key.name))?;
+        let old = st
+            .objects
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(def.group, def.plural, &key.name))?;
         let uid = old["metadata"]["uid"].as_str().unwrap_or("").to_string();
-        if opts.precondition_rv.as_deref().is_some_and(|rv| rv != rv_of(&old))
+        if opts
+            .precondition_rv
+            .as_deref()
+            .is_some_and(|rv| rv != rv_of(&old))
             || opts.precondition_uid.as_deref().is_some_and(|u| u != uid)
         {
             return Err(ApiError::conflict(def.group, def.plural, &key.name));
@@ -313,13 +354,20 @@ impl Store {
         let deleted = self.remove_locked(&mut st, key);
         let mut pending = vec![(uid, opts.orphan)];
         while let Some((owner, orphan)) = pending.pop() {
-            let dependents: Vec<ObjKey> =
-                st.objects.iter().filter(|(_, v)| owned_by(v, &owner)).map(|(k, _)| k.clone()).collect();
+            let dependents: Vec<ObjKey> = st
+                .objects
+                .iter()
+                .filter(|(_, v)| owned_by(v, &owner))
+                .map(|(k, _)| k.clone())
+                .collect();
             for dep in dependents {
                 if orphan {
                     self.orphan_locked(&mut st, &dep, &owner);
                 } else if let Some(d) = self.remove_locked(&mut st, &dep) {
-                    pending.push((d["metadata"]["uid"].as_str().unwrap_or("").to_string(), false));
+                    pending.push((
+                        d["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+                        false,
+                    ));
                 }
             }
         }
@@ -331,12 +379,20 @@ impl Store {
         st.rv += 1;
         let mut gone = (*old).clone();
         gone["metadata"]["resourceVersion"] = json!(st.rv.to_string());
-        self.emit(st, key.clone(), EventType::Deleted, Arc::new(gone.clone()), Some(old));
+        self.emit(
+            st,
+            key.clone(),
+            EventType::Deleted,
+            Arc::new(gone.clone()),
+            Some(old),
+        );
         Some(gone)
     }
 
     fn orphan_locked(&self, st: &mut State, key: &ObjKey, owner: &str) {
-        let Some(old) = st.objects.get(key).cloned() else { return };
+        let Some(old) = st.objects.get(key).cloned() else {
+            return;
+        };
         let mut new = (*old).clone();
         if let Some(refs) = new["metadata"]["ownerReferences"].as_array_mut() {
             refs.retain(|r| r["uid"].as_str() != Some(owner));
@@ -350,16 +406,34 @@ impl Store {
 
     /// Starts a watch: from `rv` (410 Gone when its events are no longer retained), or, without
     /// one, from now with the current matching objects as synthetic ADDED events.
-    pub fn watch(&self, def: &ResourceDef, ns: Option<&str>, filter: &Filter, rv: Option<u64>) -> Result<WatchStart, ApiError> {
+    pub fn watch(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        filter: &Filter,
+        rv: Option<u64>,
+    ) -> Result<WatchStart, ApiError> {
         let st = self.lock();
         let (initial, backlog) = match rv {
             None => (Self::matching(&st, def.key, ns, filter), Vec::new()),
             Some(r) if r < st.compacted => {
-                return Err(ApiError::gone(format!("too old resource version: {r} ({})", st.rv)));
+                return Err(ApiError::gone(format!(
+                    "too old resource version: {r} ({})",
+                    st.rv
+                )));
             }
-            Some(r) => (Vec::new(), st.history.iter().filter(|e| e.rv > r).cloned().collect()),
+            Some(r) => (
+                Vec::new(),
+                st.history.iter().filter(|e| e.rv > r).cloned().collect(),
+            ),
         };
-        Ok(WatchStart { initial, backlog, rx: self.tx.subscribe(), epoch: st.epoch.clone(), rv: st.rv })
+        Ok(WatchStart {
+            initial,
+            backlog,
+            rx: self.tx.subscribe(),
+            epoch: st.epoch.clone(),
+            rv: st.rv,
+        })
     }
 
     /// Forgets all retained events, so any watch resuming from an older resourceVersion gets 410.
@@ -378,52 +452,5 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::resources::{PODS, SANDBOXES};
-
-    #[test]
-    fn create_conflict_and_gc() {
-        let s = Store::new(100);
-        let sb = s.create(&SANDBOXES, "default", json!({"metadata": {"name": "a"}}), false).expect("create");
-        let err = s.create(&SANDBOXES, "default", json!({"metadata": {"name": "a"}}), false).expect_err("dup");
-        assert_eq!((err.code, err.reason), (409, "AlreadyExists"));
-        let uid = sb["metadata"]["uid"].as_str().expect("uid");
-        let pod = json!({"metadata": {"name": "a", "ownerReferences": [{"uid": uid, "kind": "Sandbox", "name": "a"}]}});
-        let p = s.create(&PODS, "default", pod, false).expect("pod");
-        let key = ObjKey::new(&PODS, "default", "a");
-        let mut stale = p.clone();
-        stale["metadata"]["resourceVersion"] = json!("1");
-        let err = s.update(&PODS, &key, false, |_| Ok(stale)).expect_err("stale");
-        assert_eq!(err.reason, "Conflict");
-        s.delete(&SANDBOXES, &ObjKey::new(&SANDBOXES, "default", "a"), &DeleteOpts::default(), false).expect("delete");
-        assert!(s.get(&key).is_none(), "pod garbage-collected");
-    }
-
-    #[test]
-    fn generate_name_and_generation() {
-        let s = Store::new(100);
-        let o = s.create(&PODS, "default", json!({"metadata": {"generateName": "x-"}, "spec": {"a": 1}}), false).expect("create");
-        let name = o["metadata"]["name"].as_str().expect("name").to_string();
-        assert!(name.starts_with("x-") && name.len() == 7);
-        let key = ObjKey::new(&PODS, "default", &name);
-        let u = s.update(&PODS, &key, false, |old| {
-            let mut n = old.clone();
-            n["spec"]["a"] = json!(2);
-            Ok(n)
-        }).expect("update");
-        assert_eq!(u["metadata"]["generation"], json!(2));
-    }
-
-    #[test]
-    fn compacted_watch_is_gone() {
-        let s = Store::new(2);
-        for i in 0..5 {
-            s.create(&PODS, "default", json!({"metadata": {"name": format!("p{i}")}}), false).expect("create");
-        }
-        let err = s.watch(&PODS, None, &Filter::default(), Some(2)).err().expect("gone");
-        assert_eq!(err.code, 410);
-        let ok = s.watch(&PODS, None, &Filter::default(), Some(s.current_rv() - 1)).expect("recent");
-        assert_eq!(ok.backlog.len(), 1);
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

@@ -15,7 +15,10 @@ pub enum Include {
 
 /// `Some` when the client asked for a Table (kubectl's `Accept: …;as=Table;…`).
 pub fn requested(headers: &HeaderMap, include: Option<&String>) -> Option<Include> {
-    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let first = accept.split(',').next().unwrap_or("");
     if !first.contains("as=Table") {
         return None;
@@ -45,8 +48,13 @@ fn human(secs: i64) -> String {
 
 fn age(obj: &Value) -> String {
     let fmt = time::format_description::well_known::Rfc3339;
-    let created = obj["metadata"]["creationTimestamp"].as_str().and_then(|t| time::OffsetDateTime::parse(t, &fmt).ok());
-    created.map_or_else(|| "<unknown>".into(), |t| human((time::OffsetDateTime::now_utc() - t).whole_seconds()))
+    let created = obj["metadata"]["creationTimestamp"]
+        .as_str()
+        .and_then(|t| time::OffsetDateTime::parse(t, &fmt).ok());
+    created.map_or_else(
+        || "<unknown>".into(),
+        |t| human((time::OffsetDateTime::now_utc() - t).whole_seconds()),
+    )
 }
 
 fn col(name: &str, kind: &str, priority: u8) -> Value {
@@ -56,8 +64,24 @@ fn col(name: &str, kind: &str, priority: u8) -> Value {
 
 /// The STATUS column of `kubectl get pods`: a container's waiting/terminated reason, else the phase.
 fn pod_status(pod: &Value) -> String {
-    let phase = pod["status"]["phase"].as_str().unwrap_or("Pending").to_string();
-    for cs in pod["status"]["containerStatuses"].as_array().into_iter().flatten() {
+    let phase = pod["status"]["phase"]
+        .as_str()
+        .unwrap_or("Pending")
+        .to_string();
+    for cs in pod["status"]["initContainerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(r) = cs["state"]["waiting"]["reason"].as_str() {
+            return format!("Init:{r}");
+        }
+    }
+    for cs in pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         for state in ["waiting", "terminated"] {
             if let Some(r) = cs["state"][state]["reason"].as_str() {
                 return r.to_string();
@@ -78,8 +102,16 @@ fn columns(def: &ResourceDef) -> Vec<Value> {
             col("IP", "string", 1),
             col("Node", "string", 1),
         ]),
-        "services" => c.extend([col("Type", "string", 0), col("Cluster-IP", "string", 0), col("Age", "string", 0)]),
-        "secrets" => c.extend([col("Type", "string", 0), col("Data", "integer", 0), col("Age", "string", 0)]),
+        "services" => c.extend([
+            col("Type", "string", 0),
+            col("Cluster-IP", "string", 0),
+            col("Age", "string", 0),
+        ]),
+        "secrets" => c.extend([
+            col("Type", "string", 0),
+            col("Data", "integer", 0),
+            col("Age", "string", 0),
+        ]),
         "namespaces" => c.extend([col("Status", "string", 0), col("Age", "string", 0)]),
         _ => c.push(col("Age", "string", 0)),
     }
@@ -90,16 +122,43 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
     let name = o["metadata"]["name"].clone();
     match def.key {
         "pods" => {
-            let statuses = o["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+            let statuses = o["status"]["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
-            let ready = statuses.iter().filter(|c| c["ready"] == json!(true)).count();
-            let restarts: i64 = statuses.iter().filter_map(|c| c["restartCount"].as_i64()).sum();
+            let ready = statuses
+                .iter()
+                .filter(|c| c["ready"] == json!(true))
+                .count();
+            let restarts: i64 = statuses
+                .iter()
+                .filter_map(|c| c["restartCount"].as_i64())
+                .sum();
             let ip = o["status"]["podIP"].as_str().unwrap_or("<none>");
             let node = o["spec"]["nodeName"].as_str().unwrap_or("<none>");
-            vec![name, json!(format!("{ready}/{total}")), json!(pod_status(o)), json!(restarts.to_string()), json!(age(o)), json!(ip), json!(node)]
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(pod_status(o)),
+                json!(restarts.to_string()),
+                json!(age(o)),
+                json!(ip),
+                json!(node),
+            ]
         }
-        "services" => vec![name, o["spec"]["type"].clone(), o["spec"]["clusterIP"].clone(), json!(age(o))],
-        "secrets" => vec![name, o["type"].clone(), json!(o["data"].as_object().map_or(0, |d| d.len())), json!(age(o))],
+        "services" => vec![
+            name,
+            o["spec"]["type"].clone(),
+            o["spec"]["clusterIP"].clone(),
+            json!(age(o)),
+        ],
+        "secrets" => vec![
+            name,
+            o["type"].clone(),
+            json!(o["data"].as_object().map_or(0, |d| d.len())),
+            json!(age(o)),
+        ],
         "namespaces" => vec![name, o["status"]["phase"].clone(), json!(age(o))],
         _ => vec![name, json!(age(o))],
     }
@@ -109,14 +168,26 @@ fn row_object(o: &Value, include: Include) -> Value {
     match include {
         Include::None => Value::Null,
         Include::Object => o.clone(),
-        Include::Metadata => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}),
+        Include::Metadata => {
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]})
+        }
     }
 }
 
 /// A Table of `objects` (already rendered in the requested version).
-pub fn table(def: &ResourceDef, objects: &[Value], rv: Option<String>, include: Include, with_columns: bool) -> Value {
-    let rows: Vec<Value> = objects.iter().map(|o| json!({"cells": cells(def, o), "object": row_object(o, include)})).collect();
-    let mut t = json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {}, "rows": rows});
+pub fn table(
+    def: &ResourceDef,
+    objects: &[Value],
+    rv: Option<String>,
+    include: Include,
+    with_columns: bool,
+) -> Value {
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| json!({"cells": cells(def, o), "object": row_object(o, include)}))
+        .collect();
+    let mut t =
+        json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {}, "rows": rows});
     if with_columns {
         t["columnDefinitions"] = json!(columns(def));
     }

@@ -77,29 +77,58 @@ impl Watcher {
     }
 }
 
+/// The query parameters that shape a watch.
+struct Options {
+    /// Replay retained events after this resourceVersion (0: none).
+    from: u64,
+    send_initial: bool,
+    bookmarks: bool,
+    timeout: Duration,
+}
+
 fn param_true(params: &Params, name: &str) -> bool {
     params.get(name).is_some_and(|v| v == "true" || v == "1")
 }
 
 /// Answers a watch request with a streaming body.
-pub async fn serve(app: Arc<App>, rp: ResPath, filter: Filter, params: &Params, table: Option<Include>) -> Result<Response, ApiError> {
+pub async fn serve(
+    app: Arc<App>,
+    rp: ResPath,
+    filter: Filter,
+    params: &Params,
+    table: Option<Include>,
+) -> Result<Response, ApiError> {
     let send_initial = param_true(params, "sendInitialEvents");
     let bookmarks = param_true(params, "allowWatchBookmarks");
     let from = match params.get("resourceVersion").map(String::as_str) {
         None | Some("" | "0") => None,
         Some(_) if send_initial => None,
-        Some(s) => Some(s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?),
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
+        ),
     };
     let timeout = match params.get("timeoutSeconds") {
-        Some(s) => Duration::from_secs(s.parse().map_err(|_| ApiError::bad_request("invalid timeoutSeconds"))?),
+        Some(s) => Duration::from_secs(
+            s.parse()
+                .map_err(|_| ApiError::bad_request("invalid timeoutSeconds"))?,
+        ),
         None => DEFAULT_TIMEOUT,
     };
     let (tx, rx) = mpsc::channel::<bytes::Bytes>(256);
     let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
     }));
     let start = app.store.watch(rp.def, rp.ns.as_deref(), &filter, from);
-    let w = Watcher { rp, filter, tx, table, columns_sent: false };
+    let w = Watcher {
+        rp,
+        filter,
+        tx,
+        table,
+        columns_sent: false,
+    };
     match start {
         Err(e) if e.code == 410 => {
             // kube-apiserver reports an expired resourceVersion as an ERROR event on a 200 stream.
@@ -107,23 +136,36 @@ pub async fn serve(app: Arc<App>, rp: ResPath, filter: Filter, params: &Params, 
         }
         Err(e) => return Err(e),
         Ok(start) => {
-            tokio::spawn(run(app, w, start, from.unwrap_or(0), send_initial, bookmarks, timeout));
+            let opts = Options {
+                from: from.unwrap_or(0),
+                send_initial,
+                bookmarks,
+                timeout,
+            };
+            tokio::spawn(run(app, w, start, opts));
         }
     }
-    let headers = [(http::header::CONTENT_TYPE, "application/json"), (http::header::CACHE_CONTROL, "no-cache, private")];
+    let headers = [
+        (http::header::CONTENT_TYPE, "application/json"),
+        (http::header::CACHE_CONTROL, "no-cache, private"),
+    ];
     Ok((headers, body).into_response())
 }
 
-async fn run(
-    app: Arc<App>,
-    mut w: Watcher,
-    start: crate::store::WatchStart,
-    from: u64,
-    send_initial: bool,
-    bookmarks: bool,
-    timeout: Duration,
-) {
-    let crate::store::WatchStart { initial, backlog, mut rx, epoch, rv } = start;
+async fn run(app: Arc<App>, mut w: Watcher, start: crate::store::WatchStart, opts: Options) {
+    let Options {
+        from,
+        send_initial,
+        bookmarks,
+        timeout,
+    } = opts;
+    let crate::store::WatchStart {
+        initial,
+        backlog,
+        mut rx,
+        epoch,
+        rv,
+    } = start;
     for obj in &initial {
         if !w.send("ADDED", obj).await {
             return;

@@ -8,8 +8,8 @@ use std::process::Command;
 use base64::Engine;
 use common::{is_ready, sandboxes, wait_for};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{DeleteParams, DynamicObject, PostParams};
 use kube::Api;
+use kube::api::{DeleteParams, DynamicObject, LogParams, PostParams};
 use pico_kube_emulator::{EmulatorConfig, default_agent_binary};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
@@ -22,7 +22,9 @@ fn agent_binary() -> Option<PathBuf> {
     let bin = default_agent_binary();
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = Command::new(cargo).args(["build", "-p", "pico-agent"]).status();
+        let built = Command::new(cargo)
+            .args(["build", "-p", "pico-agent"])
+            .status();
         if !built.is_ok_and(|s| s.success()) {
             return None;
         }
@@ -32,8 +34,14 @@ fn agent_binary() -> Option<PathBuf> {
 
 fn keygen(dir: &Path, name: &str) -> (Vec<u8>, Vec<u8>) {
     let path = dir.join(name);
-    let ok = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"]).arg(&path).status();
-    assert!(ok.is_ok_and(|s| s.success()), "ssh-keygen failed (is openssh-client installed?)");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .status();
+    assert!(
+        ok.is_ok_and(|s| s.success()),
+        "ssh-keygen failed (is openssh-client installed?)"
+    );
     let private = std::fs::read(&path).expect("private key");
     let public = std::fs::read(path.with_extension("pub")).expect("public key");
     (private, public)
@@ -71,18 +79,27 @@ fn sandbox_with_agent(name: &str) -> DynamicObject {
 #[tokio::test]
 async fn pico_agent_sandbox_serves_ssh_on_its_pod_ip() {
     let Some(agent) = agent_binary() else {
-        eprintln!("SKIPPED pico_agent_sandbox_serves_ssh_on_its_pod_ip: no pico-agent binary (cargo build -p pico-agent failed); set PICO_AGENT_BINARY");
+        eprintln!(
+            "SKIPPED pico_agent_sandbox_serves_ssh_on_its_pod_ip: no pico-agent binary (cargo build -p pico-agent failed); set PICO_AGENT_BINARY"
+        );
         return;
     };
-    let config = EmulatorConfig { agent_binary: Some(agent), ..EmulatorConfig::default() };
+    let config = EmulatorConfig {
+        agent_binary: Some(agent),
+        ..EmulatorConfig::default()
+    };
     let (emu, client) = common::start_with(config).await;
     let beta = sandboxes(&client, "v1beta1");
     // The Sandbox comes first and its Secret after (it is owned by the Sandbox, so needs its
     // uid): the kubelet must wait for the Secret, as a real one does.
-    let sb = beta.create(&PostParams::default(), &sandbox_with_agent("agent-1")).await.expect("create sandbox");
+    let sb = beta
+        .create(&PostParams::default(), &sandbox_with_agent("agent-1"))
+        .await
+        .expect("create sandbox");
     let tmp = tempfile::tempdir().expect("tmp");
     let (host_private, host_public) = keygen(tmp.path(), "host");
     let (_, user_public) = keygen(tmp.path(), "user");
+    let user_key = tmp.path().join("user");
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "agent-1-keys", "ownerReferences": [{
@@ -93,29 +110,129 @@ async fn pico_agent_sandbox_serves_ssh_on_its_pod_ip() {
     }))
     .expect("secret");
     let secrets: Api<Secret> = Api::default_namespaced(client.clone());
-    secrets.create(&PostParams::default(), &secret).await.expect("create secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
 
     let ready = wait_for(&beta, "agent-1", is_ready).await;
-    let ip = ready.data["status"]["podIPs"][0].as_str().expect("pod ip").to_string();
-    let mut conn = tokio::net::TcpStream::connect((ip.as_str(), 2222)).await.expect("connect to the agent");
+    let ip = ready.data["status"]["podIPs"][0]
+        .as_str()
+        .expect("pod ip")
+        .to_string();
+    let mut conn = tokio::net::TcpStream::connect((ip.as_str(), 2222))
+        .await
+        .expect("connect to the agent");
     let mut banner = [0u8; 8];
-    tokio::time::timeout(common::WAIT, conn.read_exact(&mut banner)).await.expect("banner in time").expect("read banner");
+    tokio::time::timeout(common::WAIT, conn.read_exact(&mut banner))
+        .await
+        .expect("banner in time")
+        .expect("read banner");
     assert_eq!(&banner, b"SSH-2.0-");
     drop(conn);
 
     // The host key the agent presents is the one from the Secret.
-    let scan = Command::new("ssh-keyscan").args(["-p", "2222", "-t", "ed25519", &ip]).output();
+    let scan = Command::new("ssh-keyscan")
+        .args(["-p", "2222", "-t", "ed25519", &ip])
+        .output();
     if let Ok(out) = scan {
-        let host_key_b64 = String::from_utf8_lossy(&host_public).split_whitespace().nth(1).unwrap_or("").to_string();
-        assert!(String::from_utf8_lossy(&out.stdout).contains(&host_key_b64), "ssh-keyscan shows the Secret's host key");
+        let host_key_b64 = String::from_utf8_lossy(&host_public)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&host_key_b64),
+            "ssh-keyscan shows the Secret's host key"
+        );
     }
 
-    // Deleting the Sandbox stops the agent: pod, Secret and process are gone.
+    // OpenSSH logs in with the key from the Secret's authorized_keys and runs a command.
+    let ssh = tokio::process::Command::new("ssh")
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "ConnectTimeout=10", "-p", "2222", "-i"])
+        .arg(&user_key)
+        .arg(format!("sandbox@{ip}"))
+        .arg("echo emulated-$((40+2))")
+        .output();
+    let out = tokio::time::timeout(common::WAIT, ssh)
+        .await
+        .expect("ssh in time")
+        .expect("run ssh");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "emulated-42",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The agent's output is the pod's log.
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
-    beta.delete("agent-1", &DeleteParams::default()).await.expect("delete");
+    let log = pods
+        .logs("agent-1", &LogParams::default())
+        .await
+        .expect("logs");
+    assert!(log.lines().any(|l| l == "ready"), "{log}");
+
+    // Deleting the Sandbox stops the agent: pod, Secret and process are gone.
+    beta.delete("agent-1", &DeleteParams::default())
+        .await
+        .expect("delete");
     common::wait_gone(&pods, "agent-1").await;
-    assert!(secrets.get_opt("agent-1-keys").await.expect("get").is_none(), "secret garbage-collected");
+    assert!(
+        secrets
+            .get_opt("agent-1-keys")
+            .await
+            .expect("get")
+            .is_none(),
+        "secret garbage-collected"
+    );
     emu.shutdown().await;
     let refused = tokio::net::TcpStream::connect((ip.as_str(), 2222)).await;
     assert!(refused.is_err(), "agent process was stopped");
+}
+
+#[tokio::test]
+async fn failing_agent_fails_the_pod_with_its_last_words() {
+    let Some(agent) = agent_binary() else {
+        eprintln!("SKIPPED failing_agent_fails_the_pod_with_its_last_words: no pico-agent binary");
+        return;
+    };
+    let config = EmulatorConfig {
+        agent_binary: Some(agent),
+        ..EmulatorConfig::default()
+    };
+    let (emu, client) = common::start_with(config).await;
+    let beta = sandboxes(&client, "v1beta1");
+    let mut obj = DynamicObject::new("broken", &common::sandbox_resource("v1beta1"));
+    obj.data = json!({"spec": {"podTemplate": {"spec": {"containers": [{
+        "name": "sandbox", "image": "debian:stable",
+        "command": ["pico-agent", "serve", "--host-key", "/nonexistent/key", "--authorized-keys", "/nonexistent/ak"],
+    }]}}}});
+    beta.create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
+    let finished = wait_for(&beta, "broken", |o: Option<&DynamicObject>| {
+        common::condition_is(o, "Finished", "True")
+    })
+    .await;
+    let msg = finished.data["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        msg.contains("exited with code 1") && msg.contains("host-key"),
+        "{msg}"
+    );
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    let pod = pods.get("broken").await.expect("pod");
+    assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Failed"));
+    emu.shutdown().await;
 }

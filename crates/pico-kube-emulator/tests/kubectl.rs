@@ -1,106 +1,12 @@
 //! Real `kubectl` against the `pico-kube-emulator` binary: apply, get, wait, watch, delete.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+#[path = "common/kubectl.rs"]
+mod harness;
 
+use std::process::Stdio;
+
+use harness::{Emu, README_SANDBOX, expect_line, kubectl_available, lines_of, path};
 use pico_kube_emulator::name_hash;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// The agent-sandbox README example (its `<IMAGE>` filled in); `VERSION` and `NAME` vary.
-const README_SANDBOX: &str = "apiVersion: agents.x-k8s.io/VERSION
-kind: Sandbox
-metadata:
-  name: NAME
-spec:
-  podTemplate:
-    spec:
-      containers:
-      - name: my-container
-        image: python:3.12-slim
-";
-
-fn kubectl_available() -> bool {
-    let ok = Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: kubectl is not installed (Debian package kubernetes-client)");
-    }
-    ok
-}
-
-/// The emulator binary, killed on drop.
-struct Emu {
-    child: Child,
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-impl Emu {
-    fn start(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tmp");
-        let kubeconfig = dir.path().join("kubeconfig");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pico-kube-emulator"))
-            .args(["--port", "0", "--write-kubeconfig"])
-            .arg(&kubeconfig)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn emulator");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("read address");
-        assert!(first.starts_with("listening on 127.0.0.1:"), "{first:?}");
-        Self { child, dir, kubeconfig }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("kubectl");
-        c.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run kubectl")
-    }
-
-    /// Runs kubectl, asserting success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs kubectl, asserting failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "kubectl {args:?} should fail");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, text).expect("write manifest");
-        p
-    }
-
-    fn sandbox_file(&self, version: &str, name: &str) -> PathBuf {
-        self.write(&format!("{name}.yaml"), &README_SANDBOX.replace("VERSION", version).replace("NAME", name))
-    }
-}
-
-impl Drop for Emu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 #[test]
 fn kubectl_apply_get_wait_and_delete_the_readme_sandbox() {
@@ -110,61 +16,97 @@ fn kubectl_apply_get_wait_and_delete_the_readme_sandbox() {
     let emu = Emu::start(&[]);
     let alpha = emu.sandbox_file("v1alpha1", "my-sandbox");
     let beta = emu.sandbox_file("v1beta1", "beta-sandbox");
-    assert!(emu.ok(&["apply", "-f", path(&alpha)]).contains("sandbox.agents.x-k8s.io/my-sandbox created"));
+    assert!(
+        emu.ok(&["apply", "-f", path(&alpha)])
+            .contains("sandbox.agents.x-k8s.io/my-sandbox created")
+    );
     assert!(emu.ok(&["apply", "-f", path(&beta)]).contains("created"));
     assert!(emu.ok(&["apply", "-f", path(&alpha)]).contains("unchanged"));
 
     let listed = emu.ok(&["get", "sandboxes"]);
-    assert!(listed.contains("my-sandbox") && listed.contains("beta-sandbox"), "{listed}");
-    let waited = emu.ok(&["wait", "--for=condition=Ready", "sandbox/my-sandbox", "--timeout=30s"]);
+    assert!(
+        listed.contains("my-sandbox") && listed.contains("beta-sandbox"),
+        "{listed}"
+    );
+    let waited = emu.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "sandbox/my-sandbox",
+        "--timeout=30s",
+    ]);
     assert!(waited.contains("condition met"), "{waited}");
-    emu.ok(&["wait", "--for=condition=Ready", "sandboxes.v1beta1.agents.x-k8s.io/beta-sandbox", "--timeout=30s"]);
+    emu.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "sandboxes.v1beta1.agents.x-k8s.io/beta-sandbox",
+        "--timeout=30s",
+    ]);
 
-    let selector = format!("agents.x-k8s.io/sandbox-name-hash={}", name_hash("my-sandbox"));
-    assert_eq!(emu.ok(&["get", "pods", "-l", &selector, "-o", "name"]).trim(), "pod/my-sandbox");
-    let set_based = format!("agents.x-k8s.io/sandbox-name-hash in ({},{})", name_hash("my-sandbox"), name_hash("beta-sandbox"));
-    assert_eq!(emu.ok(&["get", "pods", "-l", &set_based, "-o", "name"]).lines().count(), 2);
-    assert_eq!(emu.ok(&["get", "pods", "-l", "!agents.x-k8s.io/sandbox-name-hash", "-o", "name"]).trim(), "");
-    let ip = emu.ok(&["get", "sandbox", "my-sandbox", "-o", "jsonpath={.status.podIPs[0]}"]);
+    let selector = format!(
+        "agents.x-k8s.io/sandbox-name-hash={}",
+        name_hash("my-sandbox")
+    );
+    assert_eq!(
+        emu.ok(&["get", "pods", "-l", &selector, "-o", "name"])
+            .trim(),
+        "pod/my-sandbox"
+    );
+    let set_based = format!(
+        "agents.x-k8s.io/sandbox-name-hash in ({},{})",
+        name_hash("my-sandbox"),
+        name_hash("beta-sandbox")
+    );
+    assert_eq!(
+        emu.ok(&["get", "pods", "-l", &set_based, "-o", "name"])
+            .lines()
+            .count(),
+        2
+    );
+    assert_eq!(
+        emu.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "!agents.x-k8s.io/sandbox-name-hash",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        ""
+    );
+    let ip = emu.ok(&[
+        "get",
+        "sandbox",
+        "my-sandbox",
+        "-o",
+        "jsonpath={.status.podIPs[0]}",
+    ]);
     assert!(ip.starts_with("127."), "{ip}");
     let phase = emu.ok(&["get", "pod", "my-sandbox", "-o", "jsonpath={.status.phase}"]);
     assert_eq!(phase, "Running");
-    let owner = emu.ok(&["get", "pod", "my-sandbox", "-o", "jsonpath={.metadata.ownerReferences[0].kind}"]);
+    let owner = emu.ok(&[
+        "get",
+        "pod",
+        "my-sandbox",
+        "-o",
+        "jsonpath={.metadata.ownerReferences[0].kind}",
+    ]);
     assert_eq!(owner, "Sandbox");
 
     let deleted = emu.ok(&["delete", "sandbox", "my-sandbox"]);
     assert!(deleted.contains("deleted"), "{deleted}");
     let err = emu.fails(&["get", "sandbox", "my-sandbox"]);
-    assert!(err.contains("NotFound") && err.contains("\"my-sandbox\" not found"), "{err}");
-    assert_eq!(emu.ok(&["get", "pods", "-o", "name"]).trim(), "pod/beta-sandbox", "pod garbage-collected");
+    assert!(
+        err.contains("NotFound") && err.contains("\"my-sandbox\" not found"),
+        "{err}"
+    );
+    assert_eq!(
+        emu.ok(&["get", "pods", "-o", "name"]).trim(),
+        "pod/beta-sandbox",
+        "pod garbage-collected"
+    );
     emu.ok(&["delete", "-f", path(&beta)]);
     assert_eq!(emu.ok(&["get", "sandboxes", "-o", "name"]).trim(), "");
-}
-
-/// Lines of a long-running kubectl, read on a thread.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn expect_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if pred(&l) => return,
-            Ok(_) => {}
-            Err(e) => panic!("kubectl get -w never showed {what}: {e}"),
-        }
-    }
 }
 
 #[test]
@@ -181,7 +123,9 @@ fn kubectl_get_watch_sees_added_modified_deleted() {
         .spawn()
         .expect("kubectl get -w");
     let rx = lines_of(&mut watch);
-    let has = |ev: &'static str, name: &'static str| move |l: &str| l.starts_with(ev) && l.split_whitespace().nth(1) == Some(name);
+    let has = |ev: &'static str, name: &'static str| {
+        move |l: &str| l.starts_with(ev) && l.split_whitespace().nth(1) == Some(name)
+    };
     expect_line(&rx, "ADDED first", has("ADDED", "first"));
     emu.ok(&["apply", "-f", path(&emu.sandbox_file("v1beta1", "second"))]);
     expect_line(&rx, "ADDED second", has("ADDED", "second"));
@@ -206,28 +150,126 @@ fn kubectl_patch_server_side_apply_dry_run_and_errors() {
     let dup = emu.fails(&["create", "-f", path(&file)]);
     assert!(dup.contains("AlreadyExists"), "{dup}");
 
-    emu.ok(&["patch", "sandbox", "p1", "--type=merge", "-p", r#"{"metadata":{"labels":{"team":"a"}}}"#]);
-    emu.ok(&["patch", "sandbox", "p1", "--type=json", "-p", r#"[{"op":"add","path":"/metadata/labels/tier","value":"b"}]"#]);
+    emu.ok(&[
+        "patch",
+        "sandbox",
+        "p1",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"team":"a"}}}"#,
+    ]);
+    emu.ok(&[
+        "patch",
+        "sandbox",
+        "p1",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/tier","value":"b"}]"#,
+    ]);
     emu.ok(&["label", "sandbox", "p1", "extra=yes"]);
-    assert_eq!(emu.ok(&["get", "sandboxes", "-l", "team=a,tier in (b),extra", "-o", "name"]).trim(), "sandbox.agents.x-k8s.io/p1");
+    assert_eq!(
+        emu.ok(&[
+            "get",
+            "sandboxes",
+            "-l",
+            "team=a,tier in (b),extra",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        "sandbox.agents.x-k8s.io/p1"
+    );
     let shut = emu.write("shut.yaml", "apiVersion: agents.x-k8s.io/v1beta1\nkind: Sandbox\nmetadata:\n  name: p1\nspec:\n  operatingMode: Suspended\n");
-    emu.ok(&["apply", "--server-side", "--force-conflicts", "-f", path(&shut)]);
-    assert_eq!(emu.ok(&["get", "sandbox", "p1", "-o", "jsonpath={.spec.operatingMode}"]), "Suspended");
-    assert_eq!(emu.ok(&["get", "sandbox", "p1", "-o", "jsonpath={.spec.podTemplate.spec.containers[0].name}"]), "my-container");
+    emu.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        path(&shut),
+    ]);
+    assert_eq!(
+        emu.ok(&[
+            "get",
+            "sandbox",
+            "p1",
+            "-o",
+            "jsonpath={.spec.operatingMode}"
+        ]),
+        "Suspended"
+    );
+    assert_eq!(
+        emu.ok(&[
+            "get",
+            "sandbox",
+            "p1",
+            "-o",
+            "jsonpath={.spec.podTemplate.spec.containers[0].name}"
+        ]),
+        "my-container"
+    );
     let dry = emu.sandbox_file("v1beta1", "dry");
     emu.ok(&["apply", "--dry-run=server", "-f", path(&dry)]);
     emu.ok(&["apply", "--dry-run=client", "-f", path(&dry)]);
     assert!(emu.fails(&["get", "sandbox", "dry"]).contains("NotFound"));
 
-    // Built-in types through apply (imperative `kubectl create secret` sends protobuf, which
-    // the emulator refuses with 415).
-    let secret = emu.write("s1.yaml", "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s1\nstringData:\n  k: v\n");
-    assert!(emu.ok(&["apply", "-f", path(&secret)]).contains("secret/s1 created"));
-    assert_eq!(emu.ok(&["get", "secret", "s1", "-o", "jsonpath={.data.k}"]), "dg==");
+    // Built-in types through apply.
+    let secret = emu.write(
+        "s1.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s1\nstringData:\n  k: v\n",
+    );
+    assert!(
+        emu.ok(&["apply", "-f", path(&secret)])
+            .contains("secret/s1 created")
+    );
+    assert_eq!(
+        emu.ok(&["get", "secret", "s1", "-o", "jsonpath={.data.k}"]),
+        "dg=="
+    );
     let changed = emu.write("s1.yaml", "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s1\n  labels:\n    l: x\nstringData:\n  k: w\n");
-    assert!(emu.ok(&["apply", "-f", path(&changed)]).contains("secret/s1 configured"));
-    assert_eq!(emu.ok(&["get", "secret", "s1", "-o", "jsonpath={.data.k}"]), "dw==");
+    assert!(
+        emu.ok(&["apply", "-f", path(&changed)])
+            .contains("secret/s1 configured")
+    );
+    assert_eq!(
+        emu.ok(&["get", "secret", "s1", "-o", "jsonpath={.data.k}"]),
+        "dw=="
+    );
     emu.ok(&["get", "namespaces", "default"]);
+
+    // Imperative creates send protobuf bodies.
+    emu.ok(&["create", "namespace", "pico"]);
+    emu.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s2",
+        "-n",
+        "pico",
+        "--from-literal=k=v",
+    ]);
+    assert_eq!(
+        emu.ok(&[
+            "get",
+            "secret",
+            "s2",
+            "-n",
+            "pico",
+            "-o",
+            "jsonpath={.data.k}"
+        ]),
+        "dg=="
+    );
+    emu.ok(&["create", "configmap", "c1", "--from-literal=a=b"]);
+    assert_eq!(
+        emu.ok(&["get", "configmap", "c1", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
+    emu.ok(&["delete", "namespace", "pico"]);
+    assert!(
+        emu.fails(&["get", "secret", "s2", "-n", "pico"])
+            .contains("NotFound"),
+        "namespace contents deleted"
+    );
 }
 
 #[test]
@@ -236,19 +278,90 @@ fn kubectl_get_pods_shows_status_columns_and_scripted_failures() {
         return;
     }
     let emu = Emu::start(&["--image-failure", "custom-bad=pull"]);
-    let bad = README_SANDBOX.replace("VERSION", "v1beta1").replace("NAME", "bad").replace("python:3.12-slim", "registry.example/custom-bad:1");
+    let bad = README_SANDBOX
+        .replace("VERSION", "v1beta1")
+        .replace("NAME", "bad")
+        .replace("python:3.12-slim", "registry.example/custom-bad:1");
     emu.ok(&["apply", "-f", path(&emu.write("bad.yaml", &bad))]);
     emu.ok(&["apply", "-f", path(&emu.sandbox_file("v1beta1", "good"))]);
-    emu.ok(&["wait", "--for=condition=Ready", "sandbox/good", "--timeout=30s"]);
-    let reason = "--for=jsonpath={.status.containerStatuses[0].state.waiting.reason}=ImagePullBackOff";
+    emu.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "sandbox/good",
+        "--timeout=30s",
+    ]);
+    let reason =
+        "--for=jsonpath={.status.containerStatuses[0].state.waiting.reason}=ImagePullBackOff";
     emu.ok(&["wait", reason, "pod/bad", "--timeout=30s"]);
     let table = emu.ok(&["get", "pods"]);
-    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(rows[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], "{table}");
-    assert_eq!(&rows[1][..4], ["bad", "0/1", "ImagePullBackOff", "0"], "{table}");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{table}"
+    );
+    assert_eq!(
+        &rows[1][..4],
+        ["bad", "0/1", "ImagePullBackOff", "0"],
+        "{table}"
+    );
     assert_eq!(&rows[2][..4], ["good", "1/1", "Running", "0"], "{table}");
     let wide = emu.ok(&["get", "pod", "good", "-o", "wide"]);
-    assert!(wide.contains("127.") && wide.contains("pico-kube-emulator"), "{wide}");
-    let not_ready = emu.ok(&["get", "sandbox", "bad", "-o", "jsonpath={.status.conditions[0].message}"]);
-    assert!(not_ready.contains("ImagePullBackOff") || not_ready.contains("ErrImagePull"), "{not_ready}");
+    assert!(
+        wide.contains("127.") && wide.contains("pico-kube-emulator"),
+        "{wide}"
+    );
+    let not_ready = emu.ok(&[
+        "get",
+        "sandbox",
+        "bad",
+        "-o",
+        "jsonpath={.status.conditions[0].message}",
+    ]);
+    assert!(
+        not_ready.contains("ImagePullBackOff") || not_ready.contains("ErrImagePull"),
+        "{not_ready}"
+    );
+}
+
+/// The kinds a pico deployment uses (issue 8's `k8s/`) apply, client and server dry run too.
+#[test]
+fn kubectl_applies_deployment_manifests() {
+    if !kubectl_available() {
+        return;
+    }
+    let emu = Emu::start(&[]);
+    let manifests = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/deployment-manifests.yaml"
+    );
+    assert!(
+        emu.ok(&["apply", "--dry-run=client", "-f", manifests])
+            .contains("deployment.apps/pico-apiserver created (dry run)")
+    );
+    assert!(
+        emu.ok(&["apply", "--dry-run=server", "-f", manifests])
+            .contains("role.rbac.authorization.k8s.io/pico-apiserver created (server dry run)")
+    );
+    assert!(
+        emu.fails(&["get", "namespace", "pico"])
+            .contains("NotFound")
+    );
+    emu.ok(&["apply", "-f", manifests]);
+    assert!(
+        emu.ok(&["apply", "-f", manifests])
+            .contains("service/pico-apiserver unchanged")
+    );
+    let names = emu.ok(&[
+        "get",
+        "deploy,svc,sa,role,rolebinding",
+        "-n",
+        "pico",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(names.lines().count(), 5, "{names}");
 }

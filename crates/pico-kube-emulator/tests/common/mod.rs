@@ -27,12 +27,17 @@ pub async fn start_with(config: EmulatorConfig) -> (EmulatorHandle, Client) {
 /// A client built exactly as a user's kubeconfig would build it.
 pub async fn client_for(kubeconfig: &str) -> Client {
     let kc = Kubeconfig::from_yaml(kubeconfig).expect("parse kubeconfig");
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
     Client::try_from(cfg).expect("client")
 }
 
 pub fn sandbox_resource(version: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("agents.x-k8s.io", version, "Sandbox"), "sandboxes")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("agents.x-k8s.io", version, "Sandbox"),
+        "sandboxes",
+    )
 }
 
 pub fn sandboxes(client: &Client, version: &str) -> Api<DynamicObject> {
@@ -93,4 +98,8 @@ pub fn api_error(err: kube::Error) -> kube::core::Status {
         kube::Error::Api(s) => *s,
         other => panic!("expected an API error, got {other:?}"),
     }
+}
+
+pub fn condition_is(obj: Option<&DynamicObject>, kind: &str, status: &str) -> bool {
+    obj.is_some_and(|o| condition(o, kind).as_deref() == Some(status))
 }
