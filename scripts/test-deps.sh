@@ -11,6 +11,9 @@ command -v kubectl >/dev/null || need+=(kubernetes-client)
 command -v socat >/dev/null || need+=(socat)
 command -v ncat >/dev/null || need+=(ncat)
 command -v chattr >/dev/null || need+=(e2fsprogs)
+command -v openssl >/dev/null || need+=(openssl)
+command -v script >/dev/null || need+=(bsdutils)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need[*]} (install them, or run as root)" >&2

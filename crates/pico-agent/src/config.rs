@@ -110,8 +110,9 @@ pub struct Settings {
     /// Names clients may set with `env` requests besides LANG, LC_* and TERM.
     pub env_names: HashSet<String>,
     pub idle_timeout: Option<Duration>,
-    /// This binary, re-executed as the sftp server.
-    pub exe: PathBuf,
+    /// This binary, re-executed as the sftp server. Opened at start-up: with --isolate its
+    /// path may be invisible in the sandbox (under /tmp or a hidden directory).
+    pub exe: std::fs::File,
 }
 
 /// A user from /etc/passwd (read directly: a static binary has no NSS).
@@ -243,7 +244,9 @@ impl Settings {
             env_names: env.iter().map(|(k, _)| k.clone()).collect(),
             env,
             idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
-            exe: std::env::current_exe().context("locating the pico-agent binary")?,
+            exe: std::env::current_exe()
+                .and_then(std::fs::File::open)
+                .context("opening the pico-agent binary")?,
         })
     }
 

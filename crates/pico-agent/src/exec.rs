@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -25,6 +25,11 @@ use crate::sys::{self, Identity, WinSize};
 /// After the command exits, output still arriving this soon is forwarded; a pipe kept open
 /// longer (by a background process that kept our stdout) no longer holds the channel open.
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
+
+/// Kernel buffer of the command's stdin/stdout/stderr pipes (Linux's default pipe-max-size).
+const PIPE_SIZE: i32 = 1024 * 1024;
+/// Bytes moved from a pipe or pty to the channel per read.
+const PUMP_CHUNK: usize = 256 * 1024;
 
 /// How long after a command's exit the rest of its process group is hung up.
 const HANGUP_DELAY: Duration = Duration::from_millis(1000);
@@ -191,7 +196,8 @@ pub fn spawn(
             cmd
         }
         Program::Exec(line) => {
-            let mut cmd = Command::new(&settings.shell);
+            // Always POSIX sh, whatever the login shell: clients quote for sh.
+            let mut cmd = Command::new("/bin/sh");
             cmd.arg("-c").arg(OsStr::from_bytes(line));
             cmd
         }
@@ -239,8 +245,9 @@ pub fn spawn(
             sys::prepare_command(&mut cmd, false, identity);
             let (mut child, exit) = reaper.spawn(&mut cmd)?;
             let take = |fd: Option<OwnedFd>| {
-                fd.ok_or_else(|| io::Error::other("missing pipe"))
-                    .and_then(FdIo::new)
+                let fd = fd.ok_or_else(|| io::Error::other("missing pipe"))?;
+                sys::grow_pipe(&fd, PIPE_SIZE);
+                FdIo::new(fd)
             };
             let stdin = take(child.stdin.take().map(OwnedFd::from))?;
             let stdout = take(child.stdout.take().map(OwnedFd::from))?;
@@ -272,7 +279,9 @@ pub fn spawn(
 }
 
 fn sftp_command(settings: &Settings) -> Command {
-    let mut cmd = Command::new(&settings.exe);
+    let fd = settings.exe.as_raw_fd();
+    let mut cmd = Command::new(format!("/proc/self/fd/{fd}"));
+    sys::keep_open_across_exec(&mut cmd, fd);
     cmd.arg("sftp-server").arg("--home").arg(&settings.home);
     match settings.identity {
         Identity::Inherit => {}
@@ -289,7 +298,7 @@ fn sftp_command(settings: &Settings) -> Command {
 /// Copies command output to the channel until EOF, or until the command has exited and the
 /// output has been quiet for [`DRAIN_GRACE`].
 async fn pump(mut from: FdIo, mut to: impl AsyncWrite + Unpin, mut exited: watch::Receiver<bool>) {
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; PUMP_CHUNK];
     let mut done = *exited.borrow();
     loop {
         let read = if done {

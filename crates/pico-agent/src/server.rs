@@ -9,6 +9,7 @@ use anyhow::Context;
 use russh::server::Config;
 use russh::{MethodKind, MethodSet, SshId};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::handler::SshHandler;
@@ -102,17 +103,21 @@ fn start<S>(
         peer.clone(),
     ));
     let config = config.clone();
-    tokio::spawn(async move {
-        tracing::debug!(%peer, "connection accepted");
-        match russh::server::run_stream(config, stream, handler).await {
-            Ok(session) => {
-                if let Err(err) = session.await {
-                    tracing::info!(%peer, error = %err, "connection ended with an error");
+    let span = tracing::info_span!("connection", %peer);
+    tokio::spawn(
+        async move {
+            tracing::debug!("connection accepted");
+            match russh::server::run_stream(config, stream, handler).await {
+                Ok(session) => {
+                    if let Err(err) = session.await {
+                        tracing::info!(error = %err, "connection ended with an error");
+                    }
                 }
+                Err(err) => tracing::info!(error = %err, "ssh handshake failed"),
             }
-            Err(err) => tracing::info!(%peer, error = %err, "ssh handshake failed"),
         }
-    });
+        .instrument(span),
+    );
 }
 
 /// Accepts connections until `shutdown` completes.

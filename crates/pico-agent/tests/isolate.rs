@@ -33,6 +33,13 @@ fn isolated_sandbox_hides_the_host() {
         "--isolate".to_owned(),
         "--hide".to_owned(),
         state.display().to_string(),
+        // The agent's own directory too: sftp must still find the binary (opened at start-up).
+        "--hide".to_owned(),
+        std::path::Path::new(common::AGENT)
+            .parent()
+            .expect("bin dir")
+            .display()
+            .to_string(),
         "--hostname".to_owned(),
         "sbx-test".to_owned(),
         "--uid".to_owned(),
@@ -44,7 +51,7 @@ fn isolated_sandbox_hides_the_host() {
         extra,
         unix: have("socat"),
         dir: Some(dir),
-        wrapper: None,
+        ..Options::default()
     });
     let me = std::process::id();
     let script = format!(
@@ -107,6 +114,17 @@ fn isolated_sandbox_hides_the_host() {
         !std::path::Path::new("/tmp/inside").exists(),
         "sandbox /tmp is not the host's"
     );
+    // As PID 1 the agent reaps orphans: a detached job that exits leaves no zombie.
+    let out = agent.exec("nohup sh -c 'sleep 0.2' >/dev/null 2>&1 &");
+    assert!(out.status.success());
+    common::eventually(
+        "no zombie in the sandbox",
+        std::time::Duration::from_secs(10),
+        || {
+            let out = agent.exec("ps -eo stat= | grep -c '^Z' || true");
+            text(&out.stdout).trim() == "0"
+        },
+    );
     // SFTP runs as the session user too.
     let out = agent.sftp_batch("put /etc/hostname copied\nget /etc/shadow /dev/null\n");
     assert!(!out.status.success(), "reading /etc/shadow must fail");
@@ -146,6 +164,7 @@ fn unprivileged_agent_uses_a_user_namespace_and_drops_capabilities() {
             "--regid=65534".into(),
             "--clear-groups".into(),
         ]),
+        ..Options::default()
     });
     let out = agent
         .ssh()

@@ -245,3 +245,35 @@ fn direct_tcpip_outside_loopback_is_refused() {
     );
     assert_eq!(agent.exec("echo still-serving").stdout, b"still-serving\n");
 }
+
+#[test]
+fn finished_commands_leave_no_zombies() {
+    let agent = Agent::start();
+    for _ in 0..5 {
+        assert!(agent.exec("true").status.success());
+    }
+    let sftp = agent.sftp_batch("ls\n");
+    assert!(sftp.status.success());
+    let zombies = || {
+        let mut count = 0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the command name: state, ppid.
+            let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r.to_owned()) else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.len() > 1 && fields[0] == "Z" && fields[1] == agent.pid().to_string() {
+                count += 1;
+            }
+        }
+        count
+    };
+    eventually(
+        "the agent to reap its children",
+        Duration::from_secs(5),
+        || zombies() == 0,
+    );
+}

@@ -110,6 +110,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"pico\""),
             );
         }
+        if self.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            headers.insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"pico\""),
+            );
+        }
         response
     }
 }

@@ -96,16 +96,14 @@ async fn open<B: Send + 'static>(
     mut request: Request<B>,
 ) -> Result<Response<Body>, ApiError> {
     let id = parse_target(request.uri())?;
-    let caller = state
-        .auth
-        .authenticate(request.headers())
-        .inspect_err(|_| {
-            state
-                .service
-                .metrics
-                .auth_failures
-                .fetch_add(1, Ordering::Relaxed);
-        })?;
+    let caller = state.auth.authenticate(request.headers()).map_err(|err| {
+        state
+            .service
+            .metrics
+            .auth_failures
+            .fetch_add(1, Ordering::Relaxed);
+        proxy_challenge(request.uri(), request.headers(), err)
+    })?;
     let (live, backend) = state.service.open_tunnel(&caller, id).await?;
     let upgrade = hyper::upgrade::on(&mut request);
     let metrics = state.service.metrics.clone();
@@ -159,6 +157,21 @@ async fn relay<C, S>(
         },
         _ = live.cancel.cancelled() => tracing::debug!(session_id = %id, "tunnel ended: session gone"),
         _ = shutdown.cancelled() => tracing::debug!(session_id = %id, "tunnel ended: server shutdown"),
+    }
+}
+
+/// A proxy-form CONNECT (`{id}:22`) without credentials gets `407` and a `Basic` challenge,
+/// as proxy clients such as ncat only send `Proxy-Authorization` after one; the API's own
+/// path forms keep answering `401`.
+fn proxy_challenge(uri: &Uri, headers: &axum::http::HeaderMap, err: ApiError) -> ApiError {
+    let has_credentials = headers.contains_key(header::AUTHORIZATION)
+        || headers.contains_key(header::PROXY_AUTHORIZATION);
+    if uri.authority().is_none() || has_credentials {
+        return err;
+    }
+    ApiError {
+        status: StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        ..err
     }
 }
 

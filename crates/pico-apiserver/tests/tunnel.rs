@@ -112,6 +112,11 @@ fn tunnel_refusals() {
     let (stream, head) = connect(&server, &tunnel, None);
     assert_eq!(status(&head), "401");
     assert!(read_rest(stream).contains("UNAUTHORIZED"));
+    // The proxy form without credentials gets a challenge that proxy clients (ncat) answer.
+    let (stream, head) = connect(&server, &format!("{id}:22"), None);
+    assert_eq!(status(&head), "407", "{head}");
+    assert!(head.to_ascii_lowercase().contains("proxy-authenticate: basic"), "{head}");
+    assert!(read_rest(stream).contains("UNAUTHORIZED"));
     let bob = format!("Bearer {}", token("bob"));
     let (stream, head) = connect(&server, &tunnel, Some(("Proxy-Authorization", &bob)));
     assert_eq!(status(&head), "404");

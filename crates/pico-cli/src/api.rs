@@ -1,15 +1,22 @@
 //! A small HTTP/1.1 client of the pico REST API (DESIGN.md §3): one connection per call,
 //! JSON in and out, error bodies turned into one readable line.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use pico_wire::{CreateSessionRequest, ErrorBody, ExtendSessionRequest, Session, SessionList};
+use rustls_pki_types::ServerName;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::ClientConfig;
 use uuid::Uuid;
+
+use crate::tls;
 
 /// How long a TCP connect to the server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -18,13 +25,22 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest response the CLI reads.
 const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 
-#[derive(Debug, Clone)]
+/// A connection to the server, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub type Conn = Box<dyn Io>;
+
+#[derive(Clone)]
 pub struct Client {
     /// `host:port`, for dialing and the `Host` header.
     pub authority: String,
     /// Path prefix of the API (a server behind a path-routing proxy), without a trailing `/`.
     pub base_path: String,
     pub token: Option<String>,
+    /// Reach sessions through the WebSocket tunnel rather than CONNECT.
+    pub websocket: bool,
+    /// Set for `https://` URLs.
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
 
 /// A parsed HTTP response.
@@ -35,13 +51,14 @@ pub struct Response {
 }
 
 impl Client {
-    pub fn new(url: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
-            bail!("https:// server URLs are not supported by this pico build yet; use http://");
+    /// `ca_cert` adds a PEM bundle to the system's roots for `https://` servers.
+    pub fn new(url: &str, token: Option<String>, ca_cert: Option<&Path>) -> anyhow::Result<Self> {
+        let (https, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
         } else {
-            bail!("server URL must start with http://, got {url:?}");
+            bail!("server URL must start with http:// or https://, got {url:?}");
         };
         let (authority, path) = match rest.find('/') {
             Some(at) => rest.split_at(at),
@@ -50,15 +67,33 @@ impl Client {
         if authority.is_empty() || authority.contains('@') {
             bail!("server URL {url:?} has no usable host");
         }
-        let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')) {
-            authority.to_owned()
+        let has_port = authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| !p.contains(']'));
+        let host = if has_port {
+            authority.rsplit_once(':').map_or(authority, |(h, _)| h)
         } else {
-            format!("{authority}:80")
+            authority
+        };
+        let authority = match (has_port, https) {
+            (true, _) => authority.to_owned(),
+            (false, false) => format!("{authority}:80"),
+            (false, true) => format!("{authority}:443"),
+        };
+        let tls = if https {
+            let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+                .map_err(|_| anyhow!("{host:?} is not a valid TLS server name"))?
+                .to_owned();
+            Some((tls::client_config(ca_cert)?, name))
+        } else {
+            None
         };
         Ok(Self {
             authority,
             base_path: path.trim_end_matches('/').to_owned(),
             token,
+            websocket: false,
+            tls,
         })
     }
 
@@ -66,13 +101,31 @@ impl Client {
         format!("{}{path}", self.base_path)
     }
 
-    pub async fn dial(&self) -> anyhow::Result<TcpStream> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.authority))
+    pub async fn dial(&self) -> anyhow::Result<Conn> {
+        let dial = async {
+            let stream = TcpStream::connect(&self.authority)
+                .await
+                .with_context(|| format!("cannot reach the pico server at {}", self.authority))?;
+            let _ = stream.set_nodelay(true);
+            let Some((config, name)) = &self.tls else {
+                return anyhow::Ok(Box::new(stream) as Conn);
+            };
+            let stream = TlsConnector::from(config.clone())
+                .connect(name.clone(), stream)
+                .await
+                .with_context(|| {
+                    format!("TLS with the pico server at {} failed", self.authority)
+                })?;
+            Ok(Box::new(stream) as Conn)
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, dial)
             .await
-            .map_err(|_| anyhow!("timed out connecting to the pico server at {}", self.authority))?
-            .with_context(|| format!("cannot reach the pico server at {}", self.authority))?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+            .map_err(|_| {
+                anyhow!(
+                    "timed out connecting to the pico server at {}",
+                    self.authority
+                )
+            })?
     }
 
     /// The request head up to (not including) the blank line.
@@ -88,7 +141,12 @@ impl Client {
         head
     }
 
-    pub async fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Response> {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Response> {
         let call = async {
             let mut stream = self.dial().await?;
             let mut head = self.head(method, &self.path(path));
@@ -102,7 +160,10 @@ impl Client {
             head.push_str("\r\n");
             let mut request = head.into_bytes();
             request.extend_from_slice(body.as_deref().unwrap_or_default());
-            stream.write_all(&request).await.context("sending the request failed")?;
+            stream
+                .write_all(&request)
+                .await
+                .context("sending the request failed")?;
             let mut raw = Vec::new();
             (&mut stream)
                 .take(MAX_RESPONSE as u64 + 1)
@@ -142,7 +203,8 @@ impl Client {
     }
 
     pub async fn get(&self, id: Uuid) -> anyhow::Result<Session> {
-        self.call("GET", &format!("/v1/sessions/{id}"), None::<&()>).await
+        self.call("GET", &format!("/v1/sessions/{id}"), None::<&()>)
+            .await
     }
 
     pub async fn delete(&self, id: Uuid) -> anyhow::Result<()> {
@@ -154,7 +216,8 @@ impl Client {
 
     pub async fn extend(&self, id: Uuid, ttl: u64) -> anyhow::Result<Session> {
         let body = ExtendSessionRequest { ttl };
-        self.call("PATCH", &format!("/v1/sessions/{id}"), Some(&body)).await
+        self.call("PATCH", &format!("/v1/sessions/{id}"), Some(&body))
+            .await
     }
 
     /// A session id from a full id or a unique prefix of one of the caller's sessions.
@@ -176,7 +239,10 @@ impl Client {
         match matches.as_slice() {
             [id] => Ok(*id),
             [] => bail!("no session matches {text:?}"),
-            _ => bail!("{text:?} matches {} sessions; give more of the id", matches.len()),
+            _ => bail!(
+                "{text:?} matches {} sessions; give more of the id",
+                matches.len()
+            ),
         }
     }
 }
@@ -223,12 +289,19 @@ pub fn parse_response(raw: &[u8]) -> anyhow::Result<Response> {
             )
         })
         .collect();
-    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let rest = &raw[head_len..];
     let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         dechunk(rest)?
     } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        rest.get(..len).context("the server's answer was cut short")?.to_vec()
+        rest.get(..len)
+            .context("the server's answer was cut short")?
+            .to_vec()
     } else {
         rest.to_vec()
     };
@@ -266,12 +339,20 @@ mod tests {
 
     #[test]
     fn urls() {
-        let c = Client::new("http://127.0.0.1:9000/", None).expect("url");
-        assert_eq!((c.authority.as_str(), c.base_path.as_str()), ("127.0.0.1:9000", ""));
-        let c = Client::new("http://pico.example/api/", None).expect("url");
-        assert_eq!((c.authority.as_str(), c.path("/v1/sessions").as_str()), ("pico.example:80", "/api/v1/sessions"));
-        assert!(Client::new("ftp://x", None).is_err());
-        assert!(Client::new("http://", None).is_err());
+        let c = Client::new("http://127.0.0.1:9000/", None, None).expect("url");
+        assert_eq!(
+            (c.authority.as_str(), c.base_path.as_str()),
+            ("127.0.0.1:9000", "")
+        );
+        let c = Client::new("http://pico.example/api/", None, None).expect("url");
+        assert_eq!(
+            (c.authority.as_str(), c.path("/v1/sessions").as_str()),
+            ("pico.example:80", "/api/v1/sessions")
+        );
+        let c = Client::new("https://[::1]/", None, None).expect("url");
+        assert_eq!(c.authority, "[::1]:443");
+        assert!(Client::new("ftp://x", None, None).is_err());
+        assert!(Client::new("http://", None, None).is_err());
     }
 
     #[test]
@@ -286,6 +367,9 @@ mod tests {
             api_error(404, body).to_string(),
             "Session not found (HTTP 404 SESSION_NOT_FOUND)"
         );
-        assert_eq!(api_error(502, b"").to_string(), "the server answered HTTP 502");
+        assert_eq!(
+            api_error(502, b"").to_string(),
+            "the server answered HTTP 502"
+        );
     }
 }

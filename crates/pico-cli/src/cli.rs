@@ -26,6 +26,13 @@ pub struct Global {
     /// Bearer token (default from the config file; none when the server has auth disabled).
     #[arg(long, global = true, env = "PICO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Extra CA certificates (PEM) to trust for an https:// server.
+    #[arg(long, global = true, env = "PICO_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Reach sessions through the WebSocket tunnel instead of CONNECT (for proxies that
+    /// strip CONNECT).
+    #[arg(long, global = true, env = "PICO_WEBSOCKET")]
+    pub websocket: bool,
     /// Config file (default $XDG_CONFIG_HOME/pico/config.toml or ~/.config/pico/config.toml).
     #[arg(long, global = true, env = "PICO_CONFIG")]
     pub config: Option<PathBuf>,
@@ -102,16 +109,9 @@ pub enum Command {
     Proxy {
         /// Session id (`%h` in ProxyCommand); a trailing `:22` is ignored.
         id: String,
-        /// Use the WebSocket tunnel instead of CONNECT (for proxies that strip CONNECT).
-        #[arg(long)]
-        websocket: bool,
     },
     /// Print an OpenSSH config stanza so that `ssh sandbox@SESSION_ID` works.
-    SshConfig {
-        /// Pass `--websocket` to the ProxyCommand.
-        #[arg(long)]
-        websocket: bool,
-    },
+    SshConfig,
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }

@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 use pico_wire::{CreateSessionRequest, Session};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use crate::api::Client;
@@ -22,6 +22,14 @@ use crate::tunnel;
 const BANNER_TIMEOUT: Duration = Duration::from_secs(60);
 /// OpenSSH pattern matching exactly the shape of a session id (a UUID).
 pub const SESSION_HOST_PATTERN: &str = "????????-????-????-????-????????????";
+
+/// Writes to stdout, turning a closed pipe (`pico list | head`) into an error, not a panic.
+pub fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
 
 /// A spinner on stderr, only when a person is watching it.
 fn spinner(message: &str) -> ProgressBar {
@@ -61,9 +69,9 @@ pub async fn create(client: &Client, settings: &Settings, args: CreateArgs) -> a
     bar.finish_and_clear();
     let session = result?;
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&session)?),
+        Output::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&session)?))?,
         Output::Text => {
-            println!("{}", session.session_id);
+            emit(&format!("{}\n", session.session_id))?;
             if std::io::stderr().is_terminal() {
                 eprintln!("connect with: pico ssh {}", session.session_id);
             }
@@ -75,7 +83,13 @@ pub async fn create(client: &Client, settings: &Settings, args: CreateArgs) -> a
 /// Waits until the sandbox's SSH server sends its banner through a tunnel.
 async fn wait_for_ssh(client: &Client, id: Uuid) -> anyhow::Result<()> {
     let check = async {
-        let mut stream = tunnel::connect(client, id).await?;
+        let mut stream = tunnel::open(client, id).await?;
+        // Speak first, as every SSH client does: the server may hold the sandbox's bytes
+        // back until the client has sent something.
+        stream
+            .write_all(b"SSH-2.0-pico_probe\r\n")
+            .await
+            .context("the tunnel closed at once")?;
         let mut banner = [0u8; 4];
         stream
             .read_exact(&mut banner)
@@ -94,7 +108,7 @@ async fn wait_for_ssh(client: &Client, id: Uuid) -> anyhow::Result<()> {
 pub async fn list(client: &Client, limit: u32, offset: u64, output: Output) -> anyhow::Result<()> {
     let list = client.list(limit, offset).await?;
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(&list)?))?;
         return Ok(());
     }
     let now = OffsetDateTime::now_utc();
@@ -116,7 +130,7 @@ pub async fn list(client: &Client, limit: u32, offset: u64, output: Output) -> a
             metadata_text(&s.metadata),
         ]);
     }
-    print!("{}", table(&rows));
+    emit(&table(&rows))?;
     if list.total > list.offset + list.sessions.len() as u64 {
         eprintln!(
             "showing {} of {} sessions; see more with --offset {}",
@@ -130,7 +144,7 @@ pub async fn list(client: &Client, limit: u32, offset: u64, output: Output) -> a
 
 pub fn print_session(session: &Session, output: Output) -> anyhow::Result<()> {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(session)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(session)?))?;
         return Ok(());
     }
     let now = OffsetDateTime::now_utc();
@@ -138,18 +152,45 @@ pub fn print_session(session: &Session, output: Output) -> anyhow::Result<()> {
     let rows = [
         ["ID:", &session.session_id.to_string()],
         ["Status:", status(session)],
-        ["Created:", &format!("{} ({} ago)", rfc(session.created_at), human(now - session.created_at))],
-        ["Expires:", &format!("{} (in {})", rfc(session.expires_at), human(session.expires_at - now))],
+        [
+            "Created:",
+            &format!(
+                "{} ({} ago)",
+                rfc(session.created_at),
+                human(now - session.created_at)
+            ),
+        ],
+        [
+            "Expires:",
+            &format!(
+                "{} (in {})",
+                rfc(session.expires_at),
+                human(session.expires_at - now)
+            ),
+        ],
         ["Last activity:", &rfc(session.last_activity_at)],
         ["TTL:", &format!("{}s", session.ttl)],
-        ["Idle timeout:", &if session.idle_timeout == 0 { "off".to_owned() } else { format!("{}s", session.idle_timeout) }],
+        [
+            "Idle timeout:",
+            &if session.idle_timeout == 0 {
+                "off".to_owned()
+            } else {
+                format!("{}s", session.idle_timeout)
+            },
+        ],
         ["Image:", session.image.as_deref().unwrap_or("-")],
         ["Metadata:", &metadata_text(&session.metadata)],
         ["SSH user:", &session.ssh.username],
-        ["Host key:", session.ssh.host_keys.first().map_or("-", String::as_str)],
+        [
+            "Host key:",
+            session.ssh.host_keys.first().map_or("-", String::as_str),
+        ],
     ];
-    let rows: Vec<[String; 2]> = rows.iter().map(|[k, v]| [k.to_string(), v.to_string()]).collect();
-    print!("{}", table(&rows));
+    let rows: Vec<[String; 2]> = rows
+        .iter()
+        .map(|[k, v]| [k.to_string(), v.to_string()])
+        .collect();
+    emit(&table(&rows))?;
     Ok(())
 }
 
@@ -210,7 +251,7 @@ fn human(d: time::Duration) -> String {
 }
 
 /// Prints the `Host` stanza for OpenSSH and pins the host keys of the caller's sessions.
-pub async fn ssh_config(client: &Client, settings: &Settings, websocket: bool) -> anyhow::Result<()> {
+pub async fn ssh_config(client: &Client, settings: &Settings) -> anyhow::Result<()> {
     // The key must exist before OpenSSH is pointed at it.
     settings.key()?;
     match client.list(pico_wire::MAX_LIMIT, 0).await {
@@ -228,25 +269,39 @@ pub async fn ssh_config(client: &Client, settings: &Settings, websocket: bool) -
         proxy.push("--config".into());
         proxy.push(quote(&config.to_string_lossy()));
     }
+    if let Some(ca) = settings
+        .ca_cert
+        .as_ref()
+        .filter(|_| settings.explicit_ca_cert)
+    {
+        proxy.push("--ca-cert".into());
+        proxy.push(quote(&ca.to_string_lossy()));
+    }
     if settings.explicit_url {
         proxy.push("--url".into());
         proxy.push(quote(&settings.url));
     }
     proxy.push("proxy".into());
-    if websocket {
+    if client.websocket {
         proxy.push("--websocket".into());
     }
     proxy.push("%h".into());
     let path = |p: std::path::PathBuf| format!("\"{}\"", p.display());
-    println!("# pico sessions: `ssh sandbox@SESSION_ID` (printed by `pico ssh-config`)");
-    println!("Host {SESSION_HOST_PATTERN}");
-    println!("    User sandbox");
-    println!("    ProxyCommand {}", proxy.join(" "));
-    println!("    IdentityFile {}", path(settings.key_path()));
-    println!("    IdentitiesOnly yes");
-    println!("    UserKnownHostsFile {}", path(settings.known_hosts_path()));
-    println!("    StrictHostKeyChecking yes");
-    println!("    ServerAliveInterval 30");
+    let stanza = [
+        "# pico sessions: `ssh sandbox@SESSION_ID` (printed by `pico ssh-config`)".to_owned(),
+        format!("Host {SESSION_HOST_PATTERN}"),
+        "    User sandbox".to_owned(),
+        format!("    ProxyCommand {}", proxy.join(" ")),
+        format!("    IdentityFile {}", path(settings.key_path())),
+        "    IdentitiesOnly yes".to_owned(),
+        format!(
+            "    UserKnownHostsFile {}",
+            path(settings.known_hosts_path())
+        ),
+        "    StrictHostKeyChecking yes".to_owned(),
+        "    ServerAliveInterval 30".to_owned(),
+    ];
+    emit(&(stanza.join("\n") + "\n"))?;
     Ok(())
 }
 
@@ -264,7 +319,10 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let rows = [["a".to_owned(), "b".to_owned()], ["long".to_owned(), "c".to_owned()]];
+        let rows = [
+            ["a".to_owned(), "b".to_owned()],
+            ["long".to_owned(), "c".to_owned()],
+        ];
         assert_eq!(table(&rows), "a     b\nlong  c\n");
     }
 }

@@ -24,6 +24,7 @@ const KNOWN_HOSTS_FILE: &str = "known_hosts";
 struct FileConfig {
     url: Option<String>,
     token: Option<String>,
+    ca_cert: Option<PathBuf>,
 }
 
 /// The resolved settings of one invocation.
@@ -31,6 +32,10 @@ struct FileConfig {
 pub struct Settings {
     pub url: String,
     pub token: Option<String>,
+    /// Extra CA bundle for https:// servers.
+    pub ca_cert: Option<PathBuf>,
+    /// Set when the CA bundle came from a flag or the environment.
+    pub explicit_ca_cert: bool,
     /// Directory of the config file; the key pair and known_hosts live here too.
     pub dir: PathBuf,
     /// Set when the config file is not at its default place, so that the ProxyCommand that
@@ -80,10 +85,19 @@ impl Settings {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        let explicit_ca_cert = global.ca_cert.is_some();
+        // A relative path in the file is relative to the file, as a user would expect.
+        let ca_cert = match (&global.ca_cert, file.ca_cert) {
+            (Some(flag), _) => Some(absolute(flag)),
+            (None, Some(in_file)) => Some(absolute(&dir.join(in_file))),
+            (None, None) => None,
+        };
         let explicit_config = global.config.clone().map(|p| absolute(&p));
         Ok(Self {
             url,
             token,
+            ca_cert,
+            explicit_ca_cert,
             dir,
             explicit_config,
             explicit_url,
@@ -121,10 +135,30 @@ impl Settings {
         let mut key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
             .context("cannot generate a key pair")?;
         key.set_comment("pico-cli");
-        let private = key.to_openssh(LineEnding::LF).context("cannot encode the key")?;
-        let public = key.public_key().to_openssh().context("cannot encode the key")?;
-        write_private(&path, private.as_bytes(), true)?;
-        write_private(&path.with_extension("pub"), format!("{public}\n").as_bytes(), false)?;
+        let private = key
+            .to_openssh(LineEnding::LF)
+            .context("cannot encode the key")?;
+        let public = key
+            .public_key()
+            .to_openssh()
+            .context("cannot encode the key")?;
+        // Written aside, then linked into place: a second pico starting at the same moment
+        // either wins or reads a complete key, never half of one.
+        let tmp = temp_beside(&path);
+        write_private(&tmp, private.as_bytes())?;
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => return self.key(),
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot write {}", path.display()));
+            }
+        }
+        write_private(
+            &path.with_extension("pub"),
+            format!("{public}\n").as_bytes(),
+        )?;
         Ok(key)
     }
 
@@ -157,26 +191,32 @@ impl Settings {
         }
         self.ensure_dir()?;
         // Write-then-rename: a concurrent `ssh` never reads half a file.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        write_private(&tmp, text.as_bytes(), false)?;
+        let tmp = temp_beside(&path);
+        write_private(&tmp, text.as_bytes())?;
         fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
     }
+}
+
+/// A fresh name next to `path`, unique across processes and threads.
+fn temp_beside(path: &Path) -> PathBuf {
+    path.with_extension(format!(
+        "tmp{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ))
 }
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Writes a file readable by its owner only; `new` refuses to overwrite.
-fn write_private(path: &Path, data: &[u8], new: bool) -> anyhow::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).mode(0o600);
-    if new {
-        options.create_new(true);
-    } else {
-        options.create(true).truncate(true);
-    }
-    let mut file = options
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(data)
@@ -191,6 +231,8 @@ mod tests {
         Settings {
             url: DEFAULT_URL.into(),
             token: None,
+            ca_cert: None,
+            explicit_ca_cert: false,
             dir: dir.to_path_buf(),
             explicit_config: None,
             explicit_url: false,
@@ -204,17 +246,37 @@ mod tests {
         let first = s.public_key().expect("key");
         assert_eq!(s.public_key().expect("key"), first);
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(s.key_path()).expect("meta").permissions().mode();
+        let mode = fs::metadata(s.key_path())
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn racing_first_uses_agree_on_one_key() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s = settings(&tmp.path().join("pico"));
+        let keys: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| s.public_key())).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread").expect("key"))
+                .collect()
+        });
+        assert!(keys.iter().all(|k| k == &keys[0]), "{keys:?}");
     }
 
     #[test]
     fn pins_replace_and_forget() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let s = settings(tmp.path());
-        s.pin_host_keys("a", &["ssh-ed25519 AAA1".into()]).expect("pin");
-        s.pin_host_keys("b", &["ssh-ed25519 BBB".into()]).expect("pin");
-        s.pin_host_keys("a", &["ssh-ed25519 AAA2".into()]).expect("pin");
+        s.pin_host_keys("a", &["ssh-ed25519 AAA1".into()])
+            .expect("pin");
+        s.pin_host_keys("b", &["ssh-ed25519 BBB".into()])
+            .expect("pin");
+        s.pin_host_keys("a", &["ssh-ed25519 AAA2".into()])
+            .expect("pin");
         let text = fs::read_to_string(s.known_hosts_path()).expect("read");
         assert_eq!(text, "b ssh-ed25519 BBB\na ssh-ed25519 AAA2\n");
         s.pin_host_keys("b", &[]).expect("forget");

@@ -25,17 +25,25 @@ impl Spec {
     pub fn parse(text: &str) -> Self {
         match text.split_once(':') {
             // Like scp: a colon before any slash marks a remote path.
-            Some((session, path)) if !session.is_empty() && !session.contains('/') => Self::Remote {
-                session: session.to_owned(),
-                path: path.to_owned(),
-            },
+            Some((session, path)) if !session.is_empty() && !session.contains('/') => {
+                Self::Remote {
+                    session: session.to_owned(),
+                    path: path.to_owned(),
+                }
+            }
             _ => Self::Local(PathBuf::from(text)),
         }
     }
 }
 
-pub async fn upload(sftp: &SftpSession, local: &Path, remote: &str, recursive: bool) -> anyhow::Result<()> {
-    let meta = std::fs::metadata(local).with_context(|| format!("cannot read {}", local.display()))?;
+pub async fn upload(
+    sftp: &SftpSession,
+    local: &Path,
+    remote: &str,
+    recursive: bool,
+) -> anyhow::Result<()> {
+    let meta =
+        std::fs::metadata(local).with_context(|| format!("cannot read {}", local.display()))?;
     let name = local
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -63,11 +71,13 @@ async fn upload_dir(sftp: &SftpSession, local: &Path, remote: &str) -> anyhow::R
                 .with_context(|| format!("cannot create remote directory {remote}"))?;
         }
         set_remote_mode(sftp, remote, local).await;
-        let entries = std::fs::read_dir(local).with_context(|| format!("cannot list {}", local.display()))?;
+        let entries =
+            std::fs::read_dir(local).with_context(|| format!("cannot list {}", local.display()))?;
         for entry in entries {
             let entry = entry?;
             let path = entry.path();
-            let meta = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let meta = std::fs::metadata(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             let target = join(remote, &entry.file_name().to_string_lossy());
             if meta.is_dir() {
                 upload_dir(sftp, &path, &target).await?;
@@ -80,7 +90,12 @@ async fn upload_dir(sftp: &SftpSession, local: &Path, remote: &str) -> anyhow::R
     .await
 }
 
-async fn upload_file(sftp: &SftpSession, local: &Path, remote: &str, size: u64) -> anyhow::Result<()> {
+async fn upload_file(
+    sftp: &SftpSession,
+    local: &Path,
+    remote: &str,
+    size: u64,
+) -> anyhow::Result<()> {
     let mut source = tokio::fs::File::open(local)
         .await
         .with_context(|| format!("cannot open {}", local.display()))?;
@@ -90,7 +105,9 @@ async fn upload_file(sftp: &SftpSession, local: &Path, remote: &str, size: u64) 
         .await
         .with_context(|| format!("cannot create remote file {remote}"))?;
     copy(&mut source, &mut dest, size, remote).await?;
-    dest.shutdown().await.with_context(|| format!("cannot finish writing {remote}"))?;
+    dest.shutdown()
+        .await
+        .with_context(|| format!("cannot finish writing {remote}"))?;
     set_remote_mode(sftp, remote, local).await;
     Ok(())
 }
@@ -107,13 +124,22 @@ async fn set_remote_mode(sftp: &SftpSession, remote: &str, local: &Path) {
     }
 }
 
-pub async fn download(sftp: &SftpSession, remote: &str, local: &Path, recursive: bool) -> anyhow::Result<()> {
+pub async fn download(
+    sftp: &SftpSession,
+    remote: &str,
+    local: &Path,
+    recursive: bool,
+) -> anyhow::Result<()> {
     let remote = if remote.is_empty() { "." } else { remote };
     let attrs = sftp
         .metadata(remote)
         .await
         .with_context(|| format!("no such remote file: {remote}"))?;
-    let name = remote.trim_end_matches('/').rsplit('/').next().unwrap_or(remote);
+    let name = remote
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(remote);
     let target = if local.is_dir() && !name.is_empty() && name != "." {
         local.join(name)
     } else {
@@ -131,7 +157,8 @@ pub async fn download(sftp: &SftpSession, remote: &str, local: &Path, recursive:
 async fn download_dir(sftp: &SftpSession, remote: &str, local: &Path) -> anyhow::Result<()> {
     Box::pin(async move {
         if !local.is_dir() {
-            std::fs::create_dir(local).with_context(|| format!("cannot create {}", local.display()))?;
+            std::fs::create_dir(local)
+                .with_context(|| format!("cannot create {}", local.display()))?;
         }
         let entries = sftp
             .read_dir(remote)
@@ -144,7 +171,10 @@ async fn download_dir(sftp: &SftpSession, remote: &str, local: &Path) -> anyhow:
             }
             let path = join(remote, &name);
             // Follow symlinks like the local side does.
-            let attrs = sftp.metadata(&path).await.unwrap_or_else(|_| entry.metadata());
+            let attrs = sftp
+                .metadata(&path)
+                .await
+                .unwrap_or_else(|_| entry.metadata());
             if attrs.is_dir() {
                 download_dir(sftp, &path, &local.join(&name)).await?;
             } else if attrs.is_regular() {
@@ -159,7 +189,12 @@ async fn download_dir(sftp: &SftpSession, remote: &str, local: &Path) -> anyhow:
     .await
 }
 
-async fn download_file(sftp: &SftpSession, remote: &str, local: &Path, attrs: &FileAttributes) -> anyhow::Result<()> {
+async fn download_file(
+    sftp: &SftpSession,
+    remote: &str,
+    local: &Path,
+    attrs: &FileAttributes,
+) -> anyhow::Result<()> {
     let mut source = sftp
         .open(remote)
         .await
@@ -201,7 +236,10 @@ async fn copy(
     let mut buf = vec![0u8; BUFFER];
     let mut total = 0u64;
     loop {
-        let n = source.read(&mut buf).await.with_context(|| format!("reading {label} failed"))?;
+        let n = source
+            .read(&mut buf)
+            .await
+            .with_context(|| format!("reading {label} failed"))?;
         if n == 0 {
             break;
         }

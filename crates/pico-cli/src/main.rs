@@ -9,6 +9,7 @@ mod cp;
 mod proxy;
 mod ssh;
 mod term;
+mod tls;
 mod tunnel;
 
 use std::io::Write;
@@ -24,6 +25,8 @@ use crate::cp::Spec;
 /// Exit code of `ssh`/`exec` when pico itself failed, as OpenSSH does: remote commands'
 /// own codes stay distinguishable from it.
 const SSH_FAILED: i32 = 255;
+/// What a shell reports for a process killed by SIGPIPE.
+const BROKEN_PIPE: i32 = 128 + 13;
 
 fn main() {
     // A bug must still end in one line, not a backtrace.
@@ -50,6 +53,8 @@ fn main() {
             runtime.shutdown_background();
             match result {
                 Ok(code) => code,
+                // Whoever read our output has gone (`pico list | head`): nobody to tell.
+                Err(err) if is_broken_pipe(&err) => BROKEN_PIPE,
                 Err(err) => {
                     eprintln!("pico: {}", one_line(&format!("{err:#}")));
                     if is_ssh { SSH_FAILED } else { 1 }
@@ -65,17 +70,31 @@ fn main() {
     std::process::exit(code);
 }
 
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "pico", &mut std::io::stdout());
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "pico", &mut script);
+        commands::emit(&String::from_utf8_lossy(&script))?;
         return Ok(0);
     }
     let settings = Settings::resolve(&cli.global)?;
-    let client = Client::new(&settings.url, settings.token.clone())?;
+    let mut client = Client::new(
+        &settings.url,
+        settings.token.clone(),
+        settings.ca_cert.as_deref(),
+    )?;
+    client.websocket = cli.global.websocket;
     match cli.command {
         Command::Completions { .. } => {}
         Command::Create(args) => commands::create(&client, &settings, args).await?,
@@ -94,7 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 let id = client.resolve(&id).await?;
                 client.delete(id).await?;
                 settings.pin_host_keys(&id.to_string(), &[])?;
-                println!("deleted {id}");
+                commands::emit(&format!("deleted {id}\n"))?;
             }
         }
         Command::Extend { id, ttl, output } => {
@@ -114,25 +133,34 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             recursive,
             src,
             dst,
-        } => copy(&client, &settings, Spec::parse(&src), Spec::parse(&dst), recursive).await?,
-        Command::Proxy { id, websocket } => {
+        } => {
+            copy(
+                &client,
+                &settings,
+                Spec::parse(&src),
+                Spec::parse(&dst),
+                recursive,
+            )
+            .await?
+        }
+        Command::Proxy { id } => {
             let id = client.resolve(proxy::target(&id)).await?;
             // Pin before the tunnel opens: OpenSSH reads known_hosts only after the banner.
             if let Ok(session) = client.get(id).await {
                 settings.pin_host_keys(&id.to_string(), &session.ssh.host_keys)?;
             }
-            if websocket {
-                proxy::websocket(&client, id).await?;
-            } else {
-                proxy::connect(&client, id).await?;
-            }
+            proxy::run(&client, id).await?;
         }
-        Command::SshConfig { websocket } => commands::ssh_config(&client, &settings, websocket).await?,
+        Command::SshConfig => commands::ssh_config(&client, &settings).await?,
     }
     Ok(0)
 }
 
-async fn connect(client: &Client, settings: &Settings, id: &str) -> anyhow::Result<ssh::Connection> {
+async fn connect(
+    client: &Client,
+    settings: &Settings,
+    id: &str,
+) -> anyhow::Result<ssh::Connection> {
     let session = client.get(client.resolve(id).await?).await?;
     settings.pin_host_keys(&session.session_id.to_string(), &session.ssh.host_keys)?;
     ssh::connect(client, &session, settings.key()?).await
@@ -151,7 +179,13 @@ async fn remote(
     Ok(code)
 }
 
-async fn copy(client: &Client, settings: &Settings, src: Spec, dst: Spec, recursive: bool) -> anyhow::Result<()> {
+async fn copy(
+    client: &Client,
+    settings: &Settings,
+    src: Spec,
+    dst: Spec,
+    recursive: bool,
+) -> anyhow::Result<()> {
     let (session, upload, local, remote) = match (src, dst) {
         (Spec::Local(local), Spec::Remote { session, path }) => (session, true, local, path),
         (Spec::Remote { session, path }, Spec::Local(local)) => (session, false, local, path),

@@ -20,21 +20,21 @@ const SIGNALLED: i32 = 255;
 /// Accepts exactly the host keys the server announced for the session.
 pub struct Verifier {
     expected: Vec<PublicKey>,
-    mismatch: bool,
 }
 
 impl client::Handler for Verifier {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
-        let ok = match key {
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(match key {
             PublicKeyOrCertificate::PublicKey { key, .. } => {
                 self.expected.iter().any(|k| k.key_data() == key.key_data())
             }
             PublicKeyOrCertificate::Certificate(_) => false,
-        };
-        self.mismatch = !ok;
-        Ok(ok)
+        })
     }
 }
 
@@ -43,7 +43,11 @@ pub struct Connection {
 }
 
 /// Opens a tunnel to `session`, verifies its host key and logs in with `key`.
-pub async fn connect(client: &Client, session: &Session, key: PrivateKey) -> anyhow::Result<Connection> {
+pub async fn connect(
+    client: &Client,
+    session: &Session,
+    key: PrivateKey,
+) -> anyhow::Result<Connection> {
     let expected: Vec<PublicKey> = session
         .ssh
         .host_keys
@@ -51,9 +55,12 @@ pub async fn connect(client: &Client, session: &Session, key: PrivateKey) -> any
         .filter_map(|k| PublicKey::from_openssh(k).ok())
         .collect();
     if expected.is_empty() {
-        bail!("the server announced no usable host key for session {}", session.session_id);
+        bail!(
+            "the server announced no usable host key for session {}",
+            session.session_id
+        );
     }
-    let stream = tunnel::connect(client, session.session_id).await?;
+    let stream = tunnel::open(client, session.session_id).await?;
     let config = client::Config {
         // A shell may sit idle for hours; keepalives notice a dead tunnel instead.
         inactivity_timeout: None,
@@ -61,10 +68,7 @@ pub async fn connect(client: &Client, session: &Session, key: PrivateKey) -> any
         keepalive_max: 4,
         ..Default::default()
     };
-    let verifier = Verifier {
-        expected,
-        mismatch: false,
-    };
+    let verifier = Verifier { expected };
     let mut handle = client::connect_stream(Arc::new(config), stream, verifier)
         .await
         .map_err(|err| match err {
@@ -74,7 +78,12 @@ pub async fn connect(client: &Client, session: &Session, key: PrivateKey) -> any
             ),
             other => anyhow::Error::new(other).context("SSH handshake failed"),
         })?;
-    let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+    let hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .ok()
+        .flatten()
+        .flatten();
     let auth = handle
         .authenticate_publickey(
             session.ssh.username.clone(),
@@ -144,9 +153,10 @@ impl Connection {
         }
         let writer = channel.make_writer();
         let mut stdin_task = tokio::spawn(pump_stdin(writer));
-        let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
-            .ok()
-            .filter(|_| pty);
+        let mut winch =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+                .ok()
+                .filter(|_| pty);
         let mut stdout = tokio::io::stdout();
         let mut stderr = tokio::io::stderr();
         let mut code = None;
@@ -237,7 +247,13 @@ mod tests {
     fn command_lines() {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(command_line(&args(&["ls -l | wc"])), "ls -l | wc");
-        assert_eq!(command_line(&args(&["sh", "-c", "exit 3"])), "sh -c 'exit 3'");
-        assert_eq!(command_line(&args(&["echo", "it's", ""])), r"echo 'it'\''s' ''");
+        assert_eq!(
+            command_line(&args(&["sh", "-c", "exit 3"])),
+            "sh -c 'exit 3'"
+        );
+        assert_eq!(
+            command_line(&args(&["echo", "it's", ""])),
+            r"echo 'it'\''s' ''"
+        );
     }
 }

@@ -15,7 +15,15 @@ fn the_whole_lifecycle_through_pico() {
     let user = User::new(&server, None);
 
     let id = user
-        .ok(&["create", "--ttl", "600", "-m", "team=infra", "--metadata", "purpose=test"])
+        .ok(&[
+            "create",
+            "--ttl",
+            "600",
+            "-m",
+            "team=infra",
+            "--metadata",
+            "purpose=test",
+        ])
         .trim()
         .to_owned();
     assert_eq!(id.len(), 36, "{id}");
@@ -29,9 +37,17 @@ fn the_whole_lifecycle_through_pico() {
 
     let table = user.ok(&["list"]);
     let mut lines = table.lines();
-    assert!(lines.next().is_some_and(|h| h.starts_with("ID") && h.contains("STATUS")), "{table}");
+    assert!(
+        lines
+            .next()
+            .is_some_and(|h| h.starts_with("ID") && h.contains("STATUS")),
+        "{table}"
+    );
     let row = lines.next().expect("a row");
-    assert!(row.starts_with(&id) && row.contains("running") && row.contains("purpose=test"), "{table}");
+    assert!(
+        row.starts_with(&id) && row.contains("running") && row.contains("purpose=test"),
+        "{table}"
+    );
 
     let list: Value = serde_json::from_str(&user.ok(&["list", "--output", "json"])).expect("json");
     assert_eq!(list["total"], 1);
@@ -45,12 +61,20 @@ fn the_whole_lifecycle_through_pico() {
 
     // A unique prefix is enough.
     let extended: Value =
-        serde_json::from_str(&user.ok(&["extend", &id[..8], "--ttl", "7200", "-o", "json"])).expect("json");
+        serde_json::from_str(&user.ok(&["extend", &id[..8], "--ttl", "7200", "-o", "json"]))
+            .expect("json");
     assert_eq!(extended["sessionId"], id.as_str());
     assert!(extended["expiresAt"].as_str() > before["expiresAt"].as_str());
 
     // exec: stdout and stderr apart, the exit code passed through.
-    let output = user.run(&["exec", &id, "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let output = user.run(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
     assert_eq!(output.status.code(), Some(3));
     assert_eq!(stdout(&output), "out\n");
     assert_eq!(stderr(&output), "err\n");
@@ -78,11 +102,35 @@ fn the_whole_lifecycle_through_pico() {
     let deleted = user.ok(&["delete", &id]);
     assert!(deleted.contains(&id), "{deleted}");
     let known = std::fs::read_to_string(user.config_dir().join("known_hosts")).expect("pins");
-    assert!(!known.contains(&id), "the pin outlived the session: {known}");
+    assert!(
+        !known.contains(&id),
+        "the pin outlived the session: {known}"
+    );
     let gone = assert_one_line_error(&user.run(&["get", &id]));
     assert!(gone.contains("SESSION_NOT_FOUND"), "{gone}");
     let list: Value = serde_json::from_str(&user.ok(&["list", "-o", "json"])).expect("json");
     assert_eq!(list["total"], 0);
+
+    // --no-wait returns the server's answer without probing SSH; JSON carries every field.
+    let created: Value = serde_json::from_str(&user.ok(&[
+        "create",
+        "--no-wait",
+        "--idle-timeout",
+        "120",
+        "--image",
+        "debian:12",
+        "-o",
+        "json",
+    ]))
+    .expect("json");
+    assert_eq!(created["idleTimeout"], 120);
+    assert_eq!(created["image"], "debian:12");
+    assert!(
+        created.get("sshPrivateKey").is_none(),
+        "pico brings its own key"
+    );
+    let id = created["sessionId"].as_str().expect("id");
+    user.ok(&["delete", id]);
 }
 
 #[test]
@@ -112,7 +160,11 @@ fn interactive_ssh_gets_a_pty() {
 
     // `-t` asks for a pty even for one command.
     let output = user.run(&["ssh", "-t", &id, "--", "tty"]);
-    assert!(stdout(&output).starts_with("/dev/pts/"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).starts_with("/dev/pts/"),
+        "{}",
+        stdout(&output)
+    );
 }
 
 /// A command with the user's environment (for tools that start `pico` themselves).
@@ -137,7 +189,11 @@ fn url_and_token_from_the_config_file_flags_and_environment() {
 
     // The config file, at $XDG_CONFIG_HOME/pico/config.toml.
     std::fs::create_dir_all(user.config_dir()).expect("dir");
-    let config = format!("url = \"{}\"\ntoken = \"{}\"\n", server.url(), token("alice"));
+    let config = format!(
+        "url = \"{}\"\ntoken = \"{}\"\n",
+        server.url(),
+        token("alice")
+    );
     std::fs::write(user.config_dir().join("config.toml"), config).expect("config");
     let id = user
         .pico(&["create"])
@@ -151,7 +207,15 @@ fn url_and_token_from_the_config_file_flags_and_environment() {
     let other = user.home.path().join("other.toml");
     std::fs::write(&other, "url = \"http://127.0.0.1:1\"\n").expect("config");
     let output = user
-        .pico(&["--url", &server.url(), "--token", &token("bob"), "list", "-o", "json"])
+        .pico(&[
+            "--url",
+            &server.url(),
+            "--token",
+            &token("bob"),
+            "list",
+            "-o",
+            "json",
+        ])
         .env("PICO_CONFIG", &other)
         .output()
         .expect("list");
@@ -165,7 +229,11 @@ fn url_and_token_from_the_config_file_flags_and_environment() {
         .expect("list");
     let unreachable = assert_one_line_error(&output);
     assert!(unreachable.contains("127.0.0.1:1"), "{unreachable}");
-    let output = user.pico(&["get", &id]).env_remove("PICO_URL").output().expect("get");
+    let output = user
+        .pico(&["get", &id])
+        .env_remove("PICO_URL")
+        .output()
+        .expect("get");
     assert!(output.status.success(), "{}", stderr(&output));
 
     // A broken config file is named in the error.
@@ -205,7 +273,11 @@ fn errors_are_one_line_and_never_a_panic() {
 fn shell_completions() {
     let server = Server::start(&[]);
     let user = User::new(&server, None);
-    for (shell, marker) in [("bash", "_pico()"), ("zsh", "#compdef pico"), ("fish", "complete -c pico")] {
+    for (shell, marker) in [
+        ("bash", "_pico()"),
+        ("zsh", "#compdef pico"),
+        ("fish", "complete -c pico"),
+    ] {
         let text = user.ok(&["completions", shell]);
         assert!(text.contains(marker), "{shell}: {text}");
         assert!(text.contains("ssh-config"), "{shell}");

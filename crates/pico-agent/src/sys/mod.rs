@@ -132,6 +132,18 @@ pub fn prepare_command(cmd: &mut Command, pty: bool, identity: Identity) {
     }
 }
 
+/// Lets the spawned command inherit `fd` (which stays close-on-exec in the agent), so it can
+/// execute `/proc/self/fd/<fd>`.
+pub fn keep_open_across_exec(cmd: &mut Command, fd: RawFd) {
+    // SAFETY: the closure runs between fork and exec and only calls fcntl.
+    unsafe {
+        cmd.pre_exec(move || {
+            check(libc::fcntl(fd, libc::F_SETFD, 0))?;
+            Ok(())
+        });
+    }
+}
+
 pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
     let fd = fd.as_raw_fd();
     // SAFETY: fcntl on a descriptor the caller owns.
@@ -140,6 +152,13 @@ pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
         check(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
     }
     Ok(())
+}
+
+/// Grows a pipe's kernel buffer (best effort): bulk output such as SFTP replies of 255 KiB then
+/// needs one write and one wake-up instead of four.
+pub fn grow_pipe(fd: &impl AsRawFd, size: i32) {
+    // SAFETY: fcntl on a descriptor the caller owns; failure leaves the pipe as it was.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
 }
 
 /// Sends `signal` to every process of the process group `pgid`; errors (group gone) are ignored.

@@ -46,6 +46,8 @@ pub struct Options {
     pub dir: Option<tempfile::TempDir>,
     /// A command the agent is started through (e.g. setpriv to drop root).
     pub wrapper: Option<Vec<String>>,
+    /// Another pico-agent binary (e.g. the static build) instead of this crate's.
+    pub binary: Option<PathBuf>,
 }
 
 impl Agent {
@@ -113,13 +115,14 @@ impl Agent {
             )
             .expect("known_hosts");
             let stderr = d.join(format!("agent{attempt}.log"));
+            let binary = opts.binary.clone().unwrap_or_else(|| PathBuf::from(AGENT));
             let mut command = match &opts.wrapper {
                 Some(wrapper) => {
                     let mut cmd = Command::new(&wrapper[0]);
-                    cmd.args(&wrapper[1..]).arg(AGENT);
+                    cmd.args(&wrapper[1..]).arg(&binary);
                     cmd
                 }
-                None => Command::new(AGENT),
+                None => Command::new(&binary),
             };
             let mut child = command
                 .arg("serve")

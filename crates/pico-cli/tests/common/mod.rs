@@ -64,7 +64,8 @@ impl Server {
             .strip_prefix("listening on ")
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| {
-                let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
                 panic!("server did not start: {line:?}\n{log}")
             });
         Self {
@@ -134,6 +135,7 @@ impl User {
             .env("XDG_CONFIG_HOME", self.home.path().join("xdg"))
             .env("PICO_URL", &self.url)
             .env_remove("PICO_CONFIG")
+            .env_remove("PICO_CA_CERT")
             .env_remove("PICO_TOKEN")
             .stdin(Stdio::null());
         if let Some(token) = &self.token {
@@ -174,11 +176,18 @@ pub fn stderr(output: &Output) -> String {
 
 /// Asserts pico failed with one line on stderr, no panic, and returns that line.
 pub fn assert_one_line_error(output: &Output) -> String {
-    assert!(!output.status.success(), "expected a failure: {}", stdout(output));
+    assert!(
+        !output.status.success(),
+        "expected a failure: {}",
+        stdout(output)
+    );
     let text = stderr(output);
     assert_eq!(text.lines().count(), 1, "not one line: {text:?}");
     assert!(text.starts_with("pico: "), "{text:?}");
-    assert!(!text.contains("panicked") && !text.contains("internal error"), "{text:?}");
+    assert!(
+        !text.contains("panicked") && !text.contains("internal error"),
+        "{text:?}"
+    );
     text
 }
 
@@ -198,7 +207,10 @@ pub fn token(sub: &str) -> String {
 }
 
 pub fn sha256(path: &Path) -> String {
-    let output = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    let output = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
     stdout(&output)
         .split_whitespace()
         .next()
@@ -240,4 +252,48 @@ pub fn raw_request(addr: SocketAddr, head: &str) -> (u16, Value) {
     let body = serde_json::from_slice(&raw[split + 4..])
         .unwrap_or_else(|e| panic!("not JSON ({e}): {head}\n{}", String::from_utf8_lossy(&raw)));
     (status, body)
+}
+
+/// OpenSSH with only the given config file, never the user's own files.
+pub fn ssh_tool(tool: &str, user: &User, config: &Path) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.arg("-F")
+        .arg(config)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=30",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .env("HOME", user.home.path())
+        .env("XDG_CONFIG_HOME", user.home.path().join("xdg"))
+        .env("PICO_URL", &user.url)
+        .env_remove("PICO_CONFIG")
+        .stdin(Stdio::null());
+    match &user.token {
+        Some(t) => cmd.env("PICO_TOKEN", t),
+        None => cmd.env_remove("PICO_TOKEN"),
+    };
+    cmd
+}
+
+pub fn ssh_config(user: &User, extra: &[&str]) -> PathBuf {
+    let mut args = vec!["ssh-config"];
+    args.extend_from_slice(extra);
+    let stanza = user.ok(&args);
+    let path = user.home.path().join("ssh_config");
+    std::fs::write(&path, stanza).expect("write config");
+    path
+}
+
+pub fn assert_ran(output: &Output, expected: &str, code: i32) {
+    assert_eq!(stdout(output), expected, "stderr: {}", stderr(output));
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stderr: {}",
+        stderr(output)
+    );
 }

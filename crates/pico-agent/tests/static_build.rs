@@ -1,0 +1,29 @@
+//! The static build (`-C target-feature=+crt-static`) runs and serves: checked when
+//! `PICO_AGENT_STATIC_BIN` points at one (see the crate README for the build command).
+
+mod common;
+
+use std::process::Command;
+
+use common::{Agent, text};
+
+#[test]
+fn static_binary_is_static_and_serves() {
+    let Ok(bin) = std::env::var("PICO_AGENT_STATIC_BIN") else {
+        eprintln!("skipping: set PICO_AGENT_STATIC_BIN to a static pico-agent build");
+        return;
+    };
+    let file = Command::new("file").arg(&bin).output().expect("file(1)");
+    let description = text(&file.stdout);
+    assert!(
+        description.contains("statically linked") || description.contains("static-pie"),
+        "{description}"
+    );
+    let agent = Agent::start_with(common::Options {
+        binary: Some(bin.into()),
+        ..Default::default()
+    });
+    assert_eq!(agent.exec("echo static-ok").stdout, b"static-ok\n");
+    let out = agent.sftp_batch("mkdir from-static\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
