@@ -86,10 +86,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         false
     };
     // Built by hand, after any fork: a forked tokio runtime would be unusable.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = if std::env::var_os("PICO_AGENT_ST").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(run(listener, settings, pid1))
 }
 

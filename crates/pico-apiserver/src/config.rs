@@ -57,7 +57,8 @@ pub struct Config {
         long,
         env = "PICO_JWT_SECRET",
         default_value = "",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub jwt_secret: String,
 
@@ -66,11 +67,11 @@ pub struct Config {
     pub jwt_public_key: Option<PathBuf>,
 
     /// Required `iss` claim.
-    #[arg(long, env = "PICO_JWT_ISSUER")]
+    #[arg(long, env = "PICO_JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,
 
     /// Required `aud` claim.
-    #[arg(long, env = "PICO_JWT_AUDIENCE")]
+    #[arg(long, env = "PICO_JWT_AUDIENCE", global = true)]
     pub jwt_audience: Option<String>,
 
     /// Which sandbox runtime to use.

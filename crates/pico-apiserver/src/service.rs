@@ -153,11 +153,11 @@ impl SessionService {
         let bad_image = |image: &String| {
             image.is_empty()
                 || image.len() > MAX_IMAGE_LEN
-                || image.chars().any(|c| c.is_control() || c.is_whitespace())
+                || !image.chars().all(|c| c.is_ascii_graphic())
         };
         if req.image.as_ref().is_some_and(bad_image) {
             return Err(ApiError::invalid_request(format!(
-                "image must be 1..={MAX_IMAGE_LEN} characters without spaces or control characters"
+                "image must be 1..={MAX_IMAGE_LEN} printable ASCII characters without spaces"
             )));
         }
         let metadata_size = |m: &serde_json::Map<String, serde_json::Value>| {

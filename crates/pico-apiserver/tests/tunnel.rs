@@ -115,7 +115,11 @@ fn tunnel_refusals() {
     // The proxy form without credentials gets a challenge that proxy clients (ncat) answer.
     let (stream, head) = connect(&server, &format!("{id}:22"), None);
     assert_eq!(status(&head), "407", "{head}");
-    assert!(head.to_ascii_lowercase().contains("proxy-authenticate: basic"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("proxy-authenticate: basic"),
+        "{head}"
+    );
     assert!(read_rest(stream).contains("UNAUTHORIZED"));
     let bob = format!("Bearer {}", token("bob"));
     let (stream, head) = connect(&server, &tunnel, Some(("Proxy-Authorization", &bob)));

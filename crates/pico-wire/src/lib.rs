@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub mod integer;
 pub mod timestamp;
 
 /// Default session lifetime in seconds.
@@ -25,12 +26,19 @@ pub const MAX_LIMIT: u32 = 100;
 pub struct CreateSessionRequest {
     /// Lifetime in seconds (60..=28800, default 3600).
     #[schema(minimum = 60, maximum = 28800)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integer::option::deserialize"
+    )]
     pub ttl: Option<u64>,
     /// Container image (recorded by the local runtime, pulled by the Kubernetes runtime).
+    #[schema(min_length = 1, max_length = 512, pattern = "^[!-~]+$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// OpenSSH public key allowed to log in; when absent the server makes a key pair.
+    /// OpenSSH public key allowed to log in (ed25519, ecdsa or rsa ≥ 2048 bits), as one
+    /// `type base64 [comment]` line; when absent the server makes a key pair.
+    #[schema(format = "ssh-public-key", max_length = 16384)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_public_key: Option<String>,
     /// Free-form labels of the caller, returned as given.
@@ -38,8 +46,12 @@ pub struct CreateSessionRequest {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     /// Seconds without tunnel traffic after which the session is deleted; 0 = never.
-    #[schema(minimum = 0)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 28800)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integer::option::deserialize"
+    )]
     pub idle_timeout: Option<u64>,
 }
 
@@ -49,6 +61,7 @@ pub struct CreateSessionRequest {
 pub struct ExtendSessionRequest {
     /// New lifetime counted from now, in seconds.
     #[schema(minimum = 60, maximum = 28800)]
+    #[serde(deserialize_with = "integer::deserialize")]
     pub ttl: u64,
 }
 

@@ -50,6 +50,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
         }
         let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::invalid_request(format!("malformed JSON body: {e}")))?;
+        // `null` is an absent body, as the schema allows.
+        if value.is_null() {
+            return Ok(Self(None));
+        }
         // serde would also read a struct from an array; the API takes objects only.
         if !value.is_object() {
             return Err(ApiError::invalid_request(

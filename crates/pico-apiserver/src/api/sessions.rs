@@ -61,7 +61,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 50)"),
-        ("offset" = Option<u64>, Query, minimum = 0, description = "Sessions to skip (default 0)")),
+        ("offset" = Option<i64>, Query, minimum = 0, description = "Sessions to skip (default 0)")),
     responses(
         (status = 200, description = "The caller's sessions, oldest first", body = SessionList),
         (status = 400, description = "INVALID_LIMIT or INVALID_REQUEST", body = ErrorBody),
@@ -98,9 +98,13 @@ pub async fn list(
                     })?;
             }
             "offset" => {
-                offset = value.parse().map_err(|_| {
-                    ApiError::invalid_request("offset must be a non-negative integer")
-                })?;
+                offset = value
+                    .parse()
+                    .ok()
+                    .filter(|o| *o <= i64::MAX as u64)
+                    .ok_or_else(|| {
+                        ApiError::invalid_request("offset must be an integer from 0 to 2^63-1")
+                    })?;
             }
             _ => {}
         }
