@@ -1,6 +1,7 @@
 //! Durable session records in an embedded redb database under `--state-dir`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use pico_wire::SessionStatus;
 use redb::{Database, ReadableTable, TableDefinition};
@@ -15,6 +16,8 @@ const SESSIONS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("sessio
 pub enum StoreError {
     #[error("session store: {0}")]
     Db(#[source] Box<redb::Error>),
+    #[error("session store is closed after an I/O error")]
+    Closed,
     #[error("session store record: {0}")]
     Encoding(#[from] serde_json::Error),
 }
@@ -60,16 +63,59 @@ pub struct SessionRecord {
 }
 
 pub struct Store {
-    db: Database,
+    path: PathBuf,
+    /// `None` only between closing a failed database and opening it again.
+    db: RwLock<Option<Database>>,
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(Self::open_db(path)?)),
+        })
+    }
+
+    fn open_db(path: &Path) -> Result<Database, StoreError> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(SESSIONS)?;
         txn.commit()?;
-        Ok(Self { db })
+        Ok(db)
+    }
+
+    /// Runs a write transaction. After a failed write (a full disk) redb refuses every
+    /// later one until the database is opened again, so that is done once, here.
+    fn write(
+        &self,
+        change: impl Fn(&mut redb::Table<&[u8; 16], &[u8]>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let attempt = |db: &Database| -> Result<(), StoreError> {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(SESSIONS)?;
+                change(&mut table)?;
+            }
+            txn.commit()?;
+            Ok(())
+        };
+        let result = match &*self.db.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(db) => attempt(db),
+            None => Err(StoreError::Closed),
+        };
+        match result {
+            Err(StoreError::Db(err)) if matches!(*err, redb::Error::PreviousIo) => {}
+            Err(StoreError::Closed) => {}
+            other => return other,
+        }
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        tracing::warn!("reopening the session store after an I/O error");
+        // redb holds a file lock: the old handle must be gone before the new one opens.
+        drop(db.take());
+        let reopened = Self::open_db(&self.path)?;
+        let result = attempt(&reopened);
+        *db = Some(reopened);
+        result
     }
 
     pub fn put(&self, record: &SessionRecord) -> Result<(), StoreError> {
@@ -78,30 +124,28 @@ impl Store {
 
     /// Writes several records in one transaction (one fsync).
     pub fn put_many(&self, records: &[SessionRecord]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(SESSIONS)?;
-            for record in records {
-                let bytes = serde_json::to_vec(record)?;
-                table.insert(record.id.as_bytes(), bytes.as_slice())?;
+        let encoded = records
+            .iter()
+            .map(|r| Ok((r.id, serde_json::to_vec(r)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.write(|table| {
+            for (id, bytes) in &encoded {
+                table.insert(id.as_bytes(), bytes.as_slice())?;
             }
-        }
-        txn.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     pub fn remove(&self, id: Uuid) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(SESSIONS)?;
+        self.write(|table| {
             table.remove(id.as_bytes())?;
-        }
-        txn.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     pub fn load_all(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        let txn = db.as_ref().ok_or(StoreError::Closed)?.begin_read()?;
         let table = txn.open_table(SESSIONS)?;
         let mut records = Vec::new();
         for entry in table.iter()? {

@@ -1,0 +1,161 @@
+//! Faults: the server killed in the middle of a create, a state directory that cannot be
+//! made, and a disk that fills up. Each ends in a clear error or a clean state, never in
+//! corruption or orphans.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Server, SshTarget, stdout};
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn agents_of(state_dir: &Path) -> usize {
+    let needle = state_dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .chars()
+                        .all(|c| c.is_ascii_digit())
+                })
+                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                .map(|cmd| String::from_utf8_lossy(&cmd).into_owned())
+                // Sandboxes name the state directory; the server itself does not count.
+                .filter(|cmd| cmd.contains(&needle) && !cmd.contains("pico-apiserver"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_create_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slow = dir.path().join("slow-agent");
+    common::write_mode(
+        &slow,
+        &format!(
+            "#!/bin/sh\nsleep 3\nexec {} \"$@\"\n",
+            common::agent_binary().display()
+        ),
+        0o755,
+    );
+    let slow_arg = slow.display().to_string();
+    let mut server = Server::start(&["--agent-binary", &slow_arg]);
+    let state_dir = server.state_dir.clone();
+    let addr = server.addr;
+    let creating = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        use std::io::{Read, Write};
+        let _ =
+            stream.write_all(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+    });
+    // The sandbox is being started: its directory and (slow) agent exist.
+    wait_for("the half-made sandbox", || {
+        std::fs::read_dir(state_dir.join("sessions"))
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+            && agents_of(&state_dir) > 0
+    });
+    server.kill9();
+    let _ = creating.join();
+
+    let restarted = Server::start_in(&state_dir, &[]);
+    let list = restarted.request("GET", "/v1/sessions").send().json();
+    assert_eq!(list["total"], 0, "a half-made session survived: {list}");
+    let left = std::fs::read_dir(state_dir.join("sessions"))
+        .expect("dir")
+        .count();
+    assert_eq!(left, 0, "a half-made sandbox's files survived");
+    wait_for("the orphan agent to be gone", || agents_of(&state_dir) == 0);
+    // And the server works as before.
+    let session = restarted.create(None, "");
+    let output = SshTarget::new(&restarted, &session, None).ssh("echo fine");
+    assert_eq!(stdout(&output), "fine\n");
+}
+
+#[test]
+fn a_state_directory_that_cannot_be_made_is_a_clear_error() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pico-apiserver"))
+        .args([
+            "--port",
+            "0",
+            "--state-dir",
+            "/proc/pico-cannot-exist/state",
+        ])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot create state directory"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_full_disk_fails_creates_cleanly_and_recovers() {
+    if !common::is_root() {
+        eprintln!("SKIPPED: needs root to mount a small tmpfs");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("p")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("tempdir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .expect("mount");
+    assert!(mounted.success());
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(dir.path());
+    let state_dir = dir.path().join("state");
+    let server = Server::start_in(&state_dir, &[]);
+    let first = server.request("POST", "/v1/sessions").send();
+    assert_eq!(first.status, 200, "{}\n{}", first.text(), server.logs());
+    let session = first.json();
+    // Fill the disk from inside the sandbox's home, which lives on it.
+    let target = SshTarget::new(&server, &session, None);
+    let _ = target.ssh("head -c 32M /dev/zero > ~/fill; true");
+    let refused = server.request("POST", "/v1/sessions").send();
+    assert!(
+        refused.status >= 500,
+        "create on a full disk: {} {}",
+        refused.status,
+        refused.text()
+    );
+    let body = refused.json();
+    assert!(
+        body["error"].is_string() && body["message"].is_string(),
+        "{body}"
+    );
+    // The existing session is intact and can free the space; then creates work again.
+    let freed = target.ssh("rm ~/fill && echo freed");
+    assert_eq!(stdout(&freed), "freed\n");
+    let list = server.request("GET", "/v1/sessions").send().json();
+    assert_eq!(list["total"], 1, "{list}");
+    let again = server.request("POST", "/v1/sessions").send();
+    assert_eq!(again.status, 200, "{}\n{}", again.text(), server.logs());
+    let again = again.json();
+    assert_eq!(again["status"], "running");
+}
