@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs pico's server benchmarks on release builds; results go to stdout.
-# Usage: bench/run.sh [tunnel|latency|idle-tunnels|all]
+# Usage: bench/run.sh [tunnel|latency|idle-tunnels|load|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bins -q
@@ -10,6 +10,7 @@ case "$what" in
   tunnel) run tunnel ;;
   latency) run latency ;;
   idle-tunnels) run idle-tunnels ;;
-  all) run tunnel; run latency; run idle-tunnels ;;
-  *) echo "usage: $0 [tunnel|latency|idle-tunnels|all]" >&2; exit 2 ;;
+  load) run load ;;
+  all) run tunnel; run latency; run idle-tunnels; run load ;;
+  *) echo "usage: $0 [tunnel|latency|idle-tunnels|load|all]" >&2; exit 2 ;;
 esac

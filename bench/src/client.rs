@@ -83,6 +83,31 @@ impl Ssh {
     }
 }
 
+impl Ssh {
+    /// Runs `cat`, sends `payload` while reading the echo, and returns what came back.
+    pub async fn echo(&mut self, payload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+        let channel = self.handle.channel_open_session().await?;
+        channel.exec(true, "cat").await?;
+        let (mut read, write) = channel.split();
+        let expected = payload.len();
+        let writer = tokio::spawn(async move {
+            write.data(&payload[..]).await?;
+            write.eof().await?;
+            Ok::<_, russh::Error>(write)
+        });
+        let mut back = Vec::with_capacity(expected);
+        while let Some(msg) = read.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => back.extend_from_slice(&data),
+                ChannelMsg::Eof | ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        writer.await??;
+        Ok(back)
+    }
+}
+
 pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;

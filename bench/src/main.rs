@@ -6,6 +6,7 @@
 //! - `idle-tunnels`: server memory with N idle open tunnels, per tunnel.
 
 mod client;
+mod load;
 mod server;
 
 use std::time::{Duration, Instant};
@@ -44,6 +45,18 @@ enum What {
         #[arg(long, default_value_t = 1000)]
         tunnels: usize,
     },
+    /// Concurrent tunnels echoing data with checks, with creates and deletes racing them;
+    /// fails if anything is corrupted, dropped or leaked.
+    Load {
+        #[arg(long, default_value_t = 1000)]
+        tunnels: usize,
+        #[arg(long, default_value_t = 50)]
+        sessions: usize,
+        #[arg(long, default_value_t = 1)]
+        mib: usize,
+        #[arg(long, default_value_t = 200)]
+        churn: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,10 +67,26 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let server = Server::start(&args.bin_dir).await?;
+        if let What::Load {
+            tunnels,
+            sessions,
+            mib,
+            churn,
+        } = args.what
+        {
+            let options = load::LoadOptions {
+                tunnels,
+                sessions,
+                mib,
+                churn,
+            };
+            return load::run(std::sync::Arc::new(server), options).await;
+        }
         match args.what {
             What::Tunnel { mib, rounds } => tunnel(&server, mib, rounds).await,
             What::Latency { sessions } => latency(&server, sessions).await,
             What::IdleTunnels { tunnels } => idle_tunnels(&server, tunnels).await,
+            What::Load { .. } => Ok(()),
         }
     })
 }

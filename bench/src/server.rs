@@ -15,6 +15,13 @@ use tokio::process::{Child, Command};
 
 use crate::client::SessionInfo;
 
+#[derive(Debug, Clone, Copy)]
+pub struct Resources {
+    pub fds: usize,
+    pub agents: usize,
+    pub state_entries: usize,
+}
+
 pub struct Server {
     child: Child,
     addr: String,
@@ -146,6 +153,42 @@ impl Server {
             UnixStream::connect(self.state_dir.join("sessions").join(id).join("agent.sock"))
                 .await?,
         )
+    }
+
+    pub async fn list_sessions(&self) -> anyhow::Result<()> {
+        let (status, text) = self.http("GET", "/v1/sessions?limit=100", "").await?;
+        if status != 200 {
+            bail!("list failed: {status} {text}");
+        }
+        Ok(())
+    }
+
+    /// What the server holds: open descriptors, agent processes, session directories.
+    pub fn resources(&self) -> Option<Resources> {
+        let pid = self.child.id()?;
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+        let needle = self.state_dir.display().to_string();
+        let agents = std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .chars()
+                    .all(|c| c.is_ascii_digit())
+            })
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).into_owned())
+            .filter(|c| c.contains(&needle) && !c.contains("pico-apiserver"))
+            .count();
+        let state_entries = std::fs::read_dir(self.state_dir.join("sessions"))
+            .ok()?
+            .count();
+        Some(Resources {
+            fds,
+            agents,
+            state_entries,
+        })
     }
 
     pub fn rss_kib(&self) -> Option<u64> {

@@ -34,12 +34,13 @@ use crate::config::Config;
 use crate::runtime::local::{LocalConfig, LocalRuntime};
 use crate::service::{SessionService, Settings};
 
-/// Builds the service from `config`, recovers sessions from before a restart, and serves on
-/// `listener` until `shutdown` fires.
+/// Builds the service from `config`, recovers sessions from before a restart, calls
+/// `on_ready`, and serves on `listener` until `shutdown` fires.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
+    on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let fd_limit = sys::raise_fd_limit();
@@ -105,6 +106,7 @@ pub async fn run(
         auth: Arc::new(auth),
         create_limit: Arc::new(ratelimit::RateLimiter::new(config.create_rate)),
     };
+    on_ready();
     server::serve(
         listener,
         state,

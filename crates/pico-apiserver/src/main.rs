@@ -53,12 +53,15 @@ fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
-        tracing::info!(%local, "listening");
-        // Tests and scripts read the bound port from this line.
-        println!("listening on {local}");
         let shutdown = CancellationToken::new();
         tokio::spawn(signals(shutdown.clone()));
-        pico_apiserver::run(config, listener, shutdown).await
+        pico_apiserver::run(config, listener, shutdown, || {
+            tracing::info!(%local, "listening");
+            // Tests and scripts read the bound port from this line, printed once sessions
+            // from before a restart are recovered and requests are served.
+            println!("listening on {local}");
+        })
+        .await
     })
 }
 

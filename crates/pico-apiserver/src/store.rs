@@ -20,6 +20,9 @@ pub enum StoreError {
     Closed,
     #[error("session store record: {0}")]
     Encoding(#[from] serde_json::Error),
+    /// The cluster, where the Kubernetes runtime keeps its records.
+    #[error("session records in the cluster: {0}")]
+    Remote(String),
 }
 
 macro_rules! db_error_from {

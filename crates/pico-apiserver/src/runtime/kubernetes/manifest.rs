@@ -1,0 +1,298 @@
+//! Pure builders: the Sandbox and Secret of a session, and the session record read back from
+//! a Sandbox's labels and annotations. No I/O here; unit-tested as data.
+
+use pico_wire::SessionStatus;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::store::SessionRecord;
+
+pub const GROUP: &str = "agents.x-k8s.io";
+pub const KIND: &str = "Sandbox";
+pub const PLURAL: &str = "sandboxes";
+
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGER: &str = "pico-apiserver";
+/// Selects every object this server manages.
+pub const SELECTOR: &str = "app.kubernetes.io/managed-by=pico-apiserver";
+pub const SESSION_LABEL: &str = "pico.dev/session-id";
+pub const OWNER_HASH_LABEL: &str = "pico.dev/owner-hash";
+
+const A_OWNER: &str = "pico.dev/owner";
+const A_METADATA: &str = "pico.dev/metadata";
+const A_CREATED: &str = "pico.dev/created-at";
+const A_EXPIRES: &str = "pico.dev/expires-at";
+const A_ACTIVITY: &str = "pico.dev/last-activity-at";
+const A_TTL: &str = "pico.dev/ttl";
+const A_IDLE: &str = "pico.dev/idle-timeout";
+const A_IMAGE: &str = "pico.dev/image";
+const A_USERNAME: &str = "pico.dev/username";
+const A_HOST_KEY: &str = "pico.dev/host-public-key";
+const A_AUTHORIZED: &str = "pico.dev/authorized-key";
+const A_STATUS: &str = "pico.dev/status";
+
+/// Where the keys and the agent appear inside the sandbox container.
+pub const AGENT_DIR: &str = "/pico";
+pub const KEYS_DIR: &str = "/etc/pico";
+/// The static agent inside the `--agent-image` (see the Dockerfile).
+pub const AGENT_IN_IMAGE: &str = "/usr/local/bin/pico-agent";
+
+/// What every session's pod shares, from the server's flags.
+#[derive(Debug, Clone)]
+pub struct PodSettings {
+    pub agent_image: String,
+    /// Used when the session names no image.
+    pub default_image: String,
+    pub ssh_port: u16,
+    pub ssh_username: String,
+    pub runtime_class: Option<String>,
+}
+
+/// `pico-<uuid>`: the name of the Sandbox, its pod and its Secret.
+pub fn object_name(id: Uuid) -> String {
+    format!("pico-{id}")
+}
+
+pub fn session_id(name: &str) -> Option<Uuid> {
+    name.strip_prefix("pico-")?.parse().ok()
+}
+
+/// A label-safe hash of the owner (SHA-256, first 32 hex digits), so a user's sessions can
+/// be selected without putting the user's name in a label.
+pub fn owner_hash(owner: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, owner.as_bytes());
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    pico_wire::timestamp::format(t)
+}
+
+/// Kubernetes times have whole seconds; round up so the cluster never ends a session early.
+pub fn shutdown_time(expires_at: OffsetDateTime) -> String {
+    let whole = expires_at.replace_nanosecond(0).unwrap_or(expires_at);
+    let up = if whole < expires_at {
+        whole + time::Duration::SECOND
+    } else {
+        whole
+    };
+    up.format(&Rfc3339).unwrap_or_default()
+}
+
+fn status_name(status: SessionStatus) -> &'static str {
+    crate::service::status_name(status)
+}
+
+fn labels(record: &SessionRecord) -> Value {
+    json!({
+        MANAGED_BY: MANAGER,
+        SESSION_LABEL: record.id.to_string(),
+        OWNER_HASH_LABEL: owner_hash(&record.owner),
+    })
+}
+
+/// The annotations that hold the part of a record a patch may change.
+pub fn mutable_annotations(record: &SessionRecord) -> Value {
+    json!({
+        A_EXPIRES: rfc3339(record.expires_at),
+        A_ACTIVITY: rfc3339(record.last_activity_at),
+        A_TTL: record.ttl.to_string(),
+        A_STATUS: status_name(record.status),
+    })
+}
+
+fn annotations(record: &SessionRecord) -> Value {
+    let mut all = json!({
+        A_OWNER: record.owner,
+        A_METADATA: Value::Object(record.metadata.clone()).to_string(),
+        A_CREATED: rfc3339(record.created_at),
+        A_IDLE: record.idle_timeout.to_string(),
+        A_USERNAME: record.username,
+        A_HOST_KEY: record.host_public_key,
+        A_AUTHORIZED: record.authorized_key,
+    });
+    if let Some(image) = &record.image {
+        all[A_IMAGE] = json!(image);
+    }
+    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), mutable_annotations(record)) {
+        all.extend(more);
+    }
+    all
+}
+
+/// The merge patch for a changed record: annotations and `spec.shutdownTime`.
+pub fn record_patch(record: &SessionRecord) -> Value {
+    json!({
+        "metadata": {"annotations": mutable_annotations(record)},
+        "spec": {"shutdownTime": shutdown_time(record.expires_at)},
+    })
+}
+
+/// The Sandbox of a session (`version` is `v1beta1` or `v1alpha1`).
+pub fn sandbox(record: &SessionRecord, version: &str, pod: &PodSettings) -> Value {
+    let name = object_name(record.id);
+    let image = record.image.as_deref().unwrap_or(&pod.default_image);
+    let listen = format!("0.0.0.0:{}", pod.ssh_port);
+    let mut pod_spec = json!({
+        "automountServiceAccountToken": false,
+        "enableServiceLinks": false,
+        "restartPolicy": "Always",
+        "initContainers": [{
+            "name": "install-agent",
+            "image": pod.agent_image,
+            "command": [AGENT_IN_IMAGE, "install", AGENT_DIR],
+            "volumeMounts": [{"name": "pico-agent", "mountPath": AGENT_DIR}],
+        }],
+        "containers": [{
+            "name": "sandbox",
+            "image": image,
+            "command": [
+                format!("{AGENT_DIR}/pico-agent"), "serve",
+                "--listen", listen,
+                "--host-key", format!("{KEYS_DIR}/host_key"),
+                "--authorized-keys", format!("{KEYS_DIR}/authorized_keys"),
+                "--username", pod.ssh_username,
+            ],
+            "ports": [{"name": "ssh", "containerPort": pod.ssh_port, "protocol": "TCP"}],
+            "readinessProbe": {"tcpSocket": {"port": pod.ssh_port}, "periodSeconds": 2},
+            "volumeMounts": [
+                {"name": "pico-agent", "mountPath": AGENT_DIR, "readOnly": true},
+                {"name": "pico-keys", "mountPath": KEYS_DIR, "readOnly": true},
+            ],
+        }],
+        "volumes": [
+            {"name": "pico-agent", "emptyDir": {}},
+            {"name": "pico-keys", "secret": {"secretName": name, "defaultMode": 0o400}},
+        ],
+    });
+    if let Some(class) = &pod.runtime_class {
+        pod_spec["runtimeClassName"] = json!(class);
+    }
+    let mut spec = json!({
+        "shutdownTime": shutdown_time(record.expires_at),
+        "podTemplate": {
+            "metadata": {"labels": {MANAGED_BY: MANAGER, SESSION_LABEL: record.id.to_string()}},
+            "spec": pod_spec,
+        },
+    });
+    if version != "v1alpha1" {
+        spec["shutdownPolicy"] = json!("Delete");
+    }
+    json!({
+        "apiVersion": format!("{GROUP}/{version}"),
+        "kind": KIND,
+        "metadata": {"name": name, "labels": labels(record), "annotations": annotations(record)},
+        "spec": spec,
+    })
+}
+
+/// The Secret with the sandbox's host key and the session's authorized key, owned by the
+/// Sandbox (`sandbox_uid`) so that deleting the Sandbox removes it.
+pub fn secret(
+    record: &SessionRecord,
+    host_private_key: &str,
+    version: &str,
+    sandbox_uid: &str,
+) -> Value {
+    let name = object_name(record.id);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "labels": labels(record),
+            "ownerReferences": [{
+                "apiVersion": format!("{GROUP}/{version}"),
+                "kind": KIND,
+                "name": name,
+                "uid": sandbox_uid,
+                "blockOwnerDeletion": true,
+            }],
+        },
+        "stringData": {
+            "host_key": host_private_key,
+            "authorized_keys": format!("{}\n", record.authorized_key),
+        },
+    })
+}
+
+fn time_of(notes: &Map<String, Value>, key: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(notes.get(key)?.as_str()?, &Rfc3339).ok()
+}
+
+fn number(notes: &Map<String, Value>, key: &str) -> Option<u64> {
+    notes.get(key)?.as_str()?.parse().ok()
+}
+
+fn text(notes: &Map<String, Value>, key: &str) -> Option<String> {
+    Some(notes.get(key)?.as_str()?.to_owned())
+}
+
+/// The session a Sandbox stands for, or `None` when it is not one of ours or is damaged.
+pub fn record_from(sandbox: &Value) -> Option<SessionRecord> {
+    let meta = &sandbox["metadata"];
+    let id: Uuid = meta["labels"][SESSION_LABEL].as_str()?.parse().ok()?;
+    let notes = meta["annotations"].as_object()?;
+    let status = if !meta["deletionTimestamp"].is_null() {
+        SessionStatus::Terminating
+    } else {
+        match notes.get(A_STATUS).and_then(Value::as_str) {
+            Some("running") => SessionStatus::Running,
+            Some("failed") => SessionStatus::Failed,
+            Some("terminating") => SessionStatus::Terminating,
+            _ => SessionStatus::Pending,
+        }
+    };
+    let metadata = match serde_json::from_str(&text(notes, A_METADATA)?) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    Some(SessionRecord {
+        id,
+        owner: text(notes, A_OWNER)?,
+        status,
+        created_at: time_of(notes, A_CREATED)?,
+        expires_at: time_of(notes, A_EXPIRES)?,
+        last_activity_at: time_of(notes, A_ACTIVITY)?,
+        metadata,
+        image: text(notes, A_IMAGE),
+        ttl: number(notes, A_TTL)?,
+        idle_timeout: number(notes, A_IDLE).unwrap_or(0),
+        username: text(notes, A_USERNAME)?,
+        host_public_key: text(notes, A_HOST_KEY)?,
+        authorized_key: text(notes, A_AUTHORIZED)?,
+    })
+}
+
+/// The first pod IP the Sandbox reports.
+pub fn pod_ip(sandbox: &Value) -> Option<String> {
+    let ips = sandbox["status"]["podIPs"].as_array()?;
+    let first = ips.first()?;
+    // The agent-sandbox API lists strings; a PodIP-like object is accepted too.
+    first
+        .as_str()
+        .or_else(|| first["ip"].as_str())
+        .map(str::to_owned)
+}
+
+/// The `status` of one of the Sandbox's conditions.
+pub fn condition(sandbox: &Value, kind: &str) -> Option<(String, String)> {
+    let found = sandbox["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)?;
+    Some((
+        found["status"].as_str()?.to_owned(),
+        found["message"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
+#[cfg(test)]
+#[path = "manifest_tests.rs"]
+mod tests;
