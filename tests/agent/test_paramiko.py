@@ -171,3 +171,20 @@ def test_unsupported_requests_are_refused_not_hung(agent):
         with pytest.raises(paramiko.SSHException):
             chan.request_x11()
         assert run(c, "echo ok")[1] == b"ok\n"
+
+
+def test_signal_request_reaches_the_command(agent):
+    with agent.connect() as c:
+        chan = c.get_transport().open_session()
+        chan.exec_command("echo started; sleep 30")
+        assert chan.recv(8) == b"started\n"
+        # paramiko has no API for the "signal" channel request: send it by hand (RFC 4254 6.9).
+        m = paramiko.Message()
+        m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+        m.add_int(chan.remote_chanid)
+        m.add_string("signal")
+        m.add_boolean(False)
+        m.add_string("TERM")
+        c.get_transport()._send_user_message(m)
+        # The command died from the signal: exit-signal, which paramiko reports as -1.
+        assert chan.recv_exit_status() == -1

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "auth"))
-from conftest import Server  # noqa: E402
+sys.path.insert(0, str(HERE.parent))
+from pico_server import Server  # noqa: E402
 
 SECRET = "schemathesis-secret-0123456789-0123456789-0123456789"
 

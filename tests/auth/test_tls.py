@@ -124,7 +124,7 @@ def test_https_rest_tunnel_and_rotation(start_server, tmp_path):
 
 
 def test_bad_tls_flags_fail_at_start(tmp_path):
-    from conftest import BIN_DIR
+    from pico_server import BIN_DIR
     for args in [["--enable-tls"], ["--enable-tls", "--tls-cert", tmp_path / "missing.crt", "--tls-key", tmp_path / "missing.key"],
                  ["--tls-cert", tmp_path / "x.crt"]]:
         result = subprocess.run([str(BIN_DIR / "pico-apiserver"), "--port", "0", "--state-dir", tmp_path / "s",
