@@ -1,9 +1,13 @@
 # pico — build, test and deploy. `make test` is the one command that runs everything.
 CARGO ?= cargo
+IMAGE ?= pico:latest
+KIND_CLUSTER ?= kind
+STATIC_TARGET := x86_64-unknown-linux-gnu
 VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: all build release run test test-deps lint spec bench clean
+.PHONY: all build release run test test-deps lint spec bench clean \
+	static image docker-build kind-load k8s-deploy k8s-logs test-kube
 
 all: build
 
@@ -40,3 +44,32 @@ bench:
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
+
+# Deployment (k8s/README.md). Static glibc binaries for the FROM-scratch image.
+static:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release \
+		--target $(STATIC_TARGET) --bin pico-apiserver --bin pico-agent
+
+# The image with Debian's buildah (no Docker engine needed, nothing pulled).
+image: static
+	scripts/build-image.sh $(IMAGE)
+
+docker-build: static
+	docker build -t $(IMAGE) .
+
+kind-load:
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+k8s-deploy:
+	kubectl apply -f k8s/
+	kubectl -n pico rollout status deployment/pico-apiserver
+
+k8s-logs:
+	kubectl -n pico logs -l app.kubernetes.io/name=pico-apiserver --all-containers --prefix --tail=200
+
+# The runtime-independent black-box API tests again, on the Kubernetes runtime (emulator).
+# The skipped ones exercise the local runtime's own processes and files.
+KUBE_SKIP := sandbox_that_cannot_start sandbox_that_never_gets_ready a_dead_agent_is_restarted
+test-kube: build
+	PICO_TEST_RUNTIME=kubernetes $(CARGO) test -p pico-apiserver \
+		--test api --test tunnel --test hostile --test openapi -- $(addprefix --skip ,$(KUBE_SKIP))

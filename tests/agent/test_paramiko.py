@@ -178,13 +178,44 @@ def test_signal_request_reaches_the_command(agent):
         chan = c.get_transport().open_session()
         chan.exec_command("echo started; sleep 30")
         assert chan.recv(8) == b"started\n"
-        # paramiko has no API for the "signal" channel request: send it by hand (RFC 4254 6.9).
-        m = paramiko.Message()
-        m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
-        m.add_int(chan.remote_chanid)
-        m.add_string("signal")
-        m.add_boolean(False)
-        m.add_string("TERM")
-        c.get_transport()._send_user_message(m)
+        send_signal(chan, "TERM")
         # The command died from the signal: exit-signal, which paramiko reports as -1.
         assert chan.recv_exit_status() == -1
+
+
+def send_signal(chan, name):
+    """paramiko has no API for the "signal" channel request: send it by hand (RFC 4254 6.9)."""
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    m.add_int(chan.remote_chanid)
+    m.add_string("signal")
+    m.add_boolean(False)
+    m.add_string(name)
+    chan.transport._send_user_message(m)
+
+
+def read_until(chan, needle, timeout=10):
+    buf = b""
+    deadline = time.time() + timeout
+    while needle not in buf and time.time() < deadline:
+        if chan.recv_ready():
+            buf += chan.recv(4096)
+        else:
+            time.sleep(0.02)
+    return buf
+
+
+def test_signal_in_a_pty_goes_to_the_foreground_job(agent):
+    with agent.connect() as c:
+        chan = c.invoke_shell()
+        chan.send(b"echo go; sleep 30\n")
+        assert b"go\r\n" in read_until(chan, b"go\r\n")
+        time.sleep(0.3)  # let the shell start sleep as its foreground job
+        started = time.time()
+        send_signal(chan, "INT")
+        # The interactive shell ignores SIGINT; its foreground job (sleep) does not.
+        chan.send(b"echo alive-$((40 + 2))\n")
+        assert b"alive-42" in read_until(chan, b"alive-42", timeout=20)
+        assert time.time() - started < 10, "sleep was interrupted, not waited for"
+        chan.send(b"exit 0\n")
+        assert chan.recv_exit_status() == 0

@@ -1,6 +1,7 @@
 //! Session commands: spawning one (pipes or a pty) and pumping its I/O, exit status and
 //! hang-up through its SSH channel.
 
+use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelMsg, Sig};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -28,6 +30,8 @@ const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
 /// Kernel buffer of the command's stdin/stdout/stderr pipes (Linux's default pipe-max-size).
 const PIPE_SIZE: i32 = 1024 * 1024;
+/// Client input held for a command that is not reading its stdin yet.
+const INPUT_BACKLOG: usize = 16 * 1024 * 1024;
 /// Bytes moved from a pipe or pty to the channel per read.
 const PUMP_CHUNK: usize = 256 * 1024;
 
@@ -75,14 +79,22 @@ impl ProcessCtl {
         sys::kill_group(pgid, libc::SIGCONT);
     }
 
+    /// Delivers a client's `signal` request: with a pty to the terminal's foreground job (as
+    /// typing ^C would), otherwise to the command's process group.
     pub fn signal(&self, signal: &Sig) -> bool {
-        match signal_number(signal) {
-            Some(number) => {
-                sys::kill_group(self.pgid.load(Ordering::SeqCst), number);
-                true
-            }
-            None => false,
-        }
+        let Some(number) = signal_number(signal) else {
+            return false;
+        };
+        let foreground = {
+            let pty = self.pty.lock().unwrap_or_else(PoisonError::into_inner);
+            pty.as_ref()
+                .and_then(|master| sys::foreground_group(master.file()))
+        };
+        sys::kill_group(
+            foreground.unwrap_or_else(|| self.pgid.load(Ordering::SeqCst)),
+            number,
+        );
+        true
     }
 
     pub fn resize(&self, size: WinSize) -> bool {
@@ -325,25 +337,66 @@ async fn pump(mut from: FdIo, mut to: impl AsyncWrite + Unpin, mut exited: watch
 }
 
 /// Forwards channel data to the command's stdin (EOF closes it) until the channel closes.
+///
+/// Input is queued here (up to [`INPUT_BACKLOG`]) rather than written inline: russh delivers
+/// every channel's data from the connection's single loop, so a command that does not read
+/// its stdin must not stall that loop, and with it the command's own output.
 async fn feed(
     mut rx: russh::ChannelReadHalf,
     mut stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
     close_on_eof: bool,
 ) {
-    while let Some(msg) = rx.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => {
-                if let Some(writer) = stdin.as_mut()
-                    && writer.write_all(&data).await.is_err()
-                {
-                    // The command closed its stdin: discard further input, like sshd.
-                    stdin = None;
+    let mut queue: VecDeque<Bytes> = VecDeque::new();
+    let mut queued = 0usize;
+    let mut eof = false;
+    loop {
+        if eof && close_on_eof && queue.is_empty() {
+            stdin = None;
+        }
+        let chunk = queue.front().cloned().filter(|_| stdin.is_some());
+        tokio::select! {
+            msg = rx.wait(), if queued < INPUT_BACKLOG => match msg {
+                Some(ChannelMsg::Data { data }) if stdin.is_some() => {
+                    queued += data.len();
+                    queue.push_back(data);
+                }
+                Some(ChannelMsg::Eof) => eof = true,
+                Some(ChannelMsg::Close) | None => return,
+                Some(_) => {}
+            },
+            written = write_some(&mut stdin, chunk.as_deref().unwrap_or_default()), if chunk.is_some() => {
+                match written {
+                    Ok(n) => {
+                        queued -= n;
+                        if let Some(front) = queue.front_mut() {
+                            let _ = front.split_to(n);
+                            if front.is_empty() {
+                                queue.pop_front();
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        // The command closed its stdin: discard further input, like sshd.
+                        stdin = None;
+                        queue.clear();
+                        queued = 0;
+                    }
                 }
             }
-            ChannelMsg::Eof if close_on_eof => stdin = None,
-            ChannelMsg::Close => break,
-            _ => {}
         }
+    }
+}
+
+async fn write_some(
+    stdin: &mut Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    data: &[u8],
+) -> io::Result<usize> {
+    match stdin {
+        Some(writer) => match writer.write(data).await? {
+            0 => Err(io::ErrorKind::WriteZero.into()),
+            n => Ok(n),
+        },
+        None => Err(io::ErrorKind::BrokenPipe.into()),
     }
 }
 

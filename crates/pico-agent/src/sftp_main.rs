@@ -64,10 +64,11 @@ pub fn run(args: &SftpArgs) -> anyhow::Result<()> {
         _ if args.drop_caps => Identity::NsRootNoCaps,
         _ => Identity::Inherit,
     };
-    sys::apply_identity(identity).context("dropping privileges")?;
+    // Into the home first, like commands (std changes directory before dropping privileges).
     if std::env::set_current_dir(&args.home).is_err() {
         std::env::set_current_dir("/").context("changing to /")?;
     }
+    sys::apply_identity(identity).context("dropping privileges")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -192,3 +192,57 @@ fn unprivileged_agent_uses_a_user_namespace_and_drops_capabilities() {
         "files belong to the unprivileged user"
     );
 }
+
+#[test]
+fn user_flag_drops_to_a_passwd_user() {
+    if !is_root() {
+        eprintln!("skipping: --user needs root");
+        return;
+    }
+    let agent = Agent::start_with(Options {
+        extra: vec!["--user".into(), "nobody".into()],
+        ..Options::default()
+    });
+    let out = agent.exec("id -un; id -G; echo $SHELL");
+    let stdout = text(&out.stdout);
+    let nologin = stdout.lines().nth(2).unwrap_or_default().to_owned();
+    assert!(stdout.starts_with("nobody\n65534\n"), "{stdout}");
+    assert!(
+        nologin.ends_with("nologin") || nologin.ends_with("false"),
+        "passwd shell: {stdout}"
+    );
+    let out = agent.sftp_batch("get /etc/shadow /dev/null\n");
+    assert!(!out.status.success(), "sftp runs as nobody too");
+}
+
+#[test]
+fn killing_the_isolated_agent_outright_ends_the_sandbox() {
+    if !is_root() {
+        eprintln!("skipping: --isolate tests need root");
+        return;
+    }
+    let agent = Agent::start_with(Options {
+        extra: vec!["--isolate".into()],
+        ..Options::default()
+    });
+    let marker = format!("sleep {}", 500 + agent.port % 97);
+    let out = agent.exec(&format!("nohup {marker} >/dev/null 2>&1 &"));
+    assert!(out.status.success());
+    common::eventually(
+        "the job to start",
+        std::time::Duration::from_secs(5),
+        || !common::processes_matching(&marker).is_empty(),
+    );
+    // SIGKILL cannot be forwarded; the sandbox's PID 1 dies with its parent (PDEATHSIG),
+    // and with it every process of the pid namespace.
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &agent.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    common::eventually(
+        "the sandbox to be gone",
+        std::time::Duration::from_secs(10),
+        || common::processes_matching(&marker).is_empty(),
+    );
+}

@@ -277,3 +277,51 @@ fn finished_commands_leave_no_zombies() {
         || zombies() == 0,
     );
 }
+
+#[test]
+fn unread_stdin_does_not_stall_the_commands_output() {
+    let agent = Agent::start();
+    // The command writes 20 MB before it reads any of the 16 MiB sent to it meanwhile: more
+    // than russh's channel queue and the pipe hold, so the agent must buffer it.
+    let mut child = agent
+        .ssh()
+        .arg("head -c 20000000 /dev/zero; cat > in.bin; echo done >&2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'i'; 1 << 20];
+        for _ in 0..16 {
+            stdin.write_all(&chunk).expect("stdin");
+        }
+    });
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        let _ = done_tx.send(total);
+    });
+    let total = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("output keeps flowing");
+    writer.join().expect("writer");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(total, 20_000_000);
+    assert!(text(&out.stderr).contains("done"));
+    assert_eq!(
+        std::fs::metadata(agent.home.join("in.bin"))
+            .expect("in.bin")
+            .len(),
+        16 << 20
+    );
+}

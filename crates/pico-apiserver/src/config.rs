@@ -94,6 +94,14 @@ pub struct Config {
     #[arg(long, env = "PICO_MAX_SESSIONS_PER_USER", default_value_t = 0)]
     pub max_sessions_per_user: u32,
 
+    /// Memory of one local sandbox, all its processes together (e.g. 512M, 4G; 0 = no limit).
+    #[arg(long, env = "PICO_SESSION_MEMORY", default_value = "4G")]
+    pub session_memory: String,
+
+    /// Processes (and threads) in one local sandbox (0 = no limit).
+    #[arg(long, env = "PICO_SESSION_PIDS", default_value_t = 1024)]
+    pub session_pids: u64,
+
     /// Open tunnels one session may have at once (0 = unlimited).
     #[arg(long, env = "PICO_MAX_TUNNELS_PER_SESSION", default_value_t = 256)]
     pub max_tunnels_per_session: u32,
@@ -109,6 +117,10 @@ pub struct Config {
     /// Image holding the static pico-agent (Kubernetes init container).
     #[arg(long, env = "PICO_AGENT_IMAGE", default_value = "pico:latest")]
     pub agent_image: String,
+
+    /// Image of sessions that name none (Kubernetes runtime; any Linux image works).
+    #[arg(long, env = "PICO_DEFAULT_IMAGE", default_value = "debian:stable-slim")]
+    pub default_image: String,
 
     /// runtimeClassName of sandbox pods (e.g. gvisor, kata).
     #[arg(long, env = "PICO_RUNTIME_CLASS")]
@@ -225,12 +237,10 @@ impl Config {
         if !self.enable_tls && (self.tls_cert.is_some() || self.tls_key.is_some()) {
             return Err("--tls-cert/--tls-key are given but --enable-tls is not".into());
         }
-        if self.effective_runtime() == RuntimeKind::Kubernetes {
-            return Err(
-                "the kubernetes runtime is not supported yet; run with --runtime local \
-                 (and without --kubeconfig / outside a pod)"
-                    .into(),
-            );
+        if self.effective_runtime() == RuntimeKind::Kubernetes
+            && (self.agent_image.is_empty() || self.default_image.is_empty())
+        {
+            return Err("--agent-image and --default-image must not be empty".into());
         }
         if self.ssh_username.is_empty()
             || !self

@@ -10,10 +10,12 @@ pub mod limits;
 pub mod metrics;
 pub mod ratelimit;
 pub mod reaper;
+pub mod records;
 pub mod relay;
 pub mod runtime;
 pub mod server;
 pub mod service;
+mod service_view;
 pub mod store;
 mod sys;
 pub mod tls;
@@ -30,7 +32,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, RuntimeKind};
+use crate::records::{LocalRecords, Records};
+use crate::runtime::Runtime;
+use crate::runtime::kubernetes::{KubeSettings, KubernetesRuntime, PodSettings};
 use crate::runtime::local::{LocalConfig, LocalRuntime};
 use crate::service::{SessionService, Settings};
 
@@ -66,20 +71,15 @@ pub async fn run(
         }
         _ => None,
     };
-    let state_dir = config.state_dir();
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
-    let store = store::Store::open(&state_dir.join("pico.redb"))
-        .with_context(|| format!("cannot open the session store in {}", state_dir.display()))?;
-    let runtime = LocalRuntime::new(LocalConfig {
-        state_dir: state_dir.clone(),
-        agent_binary: agent_binary(&config)?,
-        ready_timeout: config.create_timeout(),
-    })?;
+    let watches = shutdown.child_token();
+    let (records, runtime) = match config.effective_runtime() {
+        RuntimeKind::Kubernetes => kubernetes(&config, watches.clone()).await?,
+        _ => local(&config)?,
+    };
     let tunnels_root = CancellationToken::new();
     let service = Arc::new(SessionService::new(
-        store,
-        Arc::new(runtime),
+        records,
+        runtime,
         Settings {
             max_ttl: config.max_ttl,
             max_sessions_per_user: config.max_sessions_per_user,
@@ -120,7 +120,49 @@ pub async fn run(
     .await;
     tunnels_root.cancel();
     let _ = reaper.await;
+    watches.cancel();
     Ok(())
+}
+
+type Backend = (Arc<dyn Records>, Arc<dyn Runtime>);
+
+fn local(config: &Config) -> anyhow::Result<Backend> {
+    let state_dir = config.state_dir();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let store = store::Store::open(&state_dir.join("pico.redb"))
+        .with_context(|| format!("cannot open the session store in {}", state_dir.display()))?;
+    let runtime = LocalRuntime::new(LocalConfig {
+        state_dir: state_dir.clone(),
+        agent_binary: agent_binary(config)?,
+        ready_timeout: config.create_timeout(),
+        limits: runtime::cgroup::Limits {
+            memory: runtime::cgroup::parse_size(&config.session_memory)
+                .map_err(anyhow::Error::msg)?,
+            pids: config.session_pids,
+        },
+    })?;
+    Ok((Arc::new(LocalRecords(Arc::new(store))), Arc::new(runtime)))
+}
+
+/// The cluster is both the runtime and the record store.
+async fn kubernetes(config: &Config, watches: CancellationToken) -> anyhow::Result<Backend> {
+    let settings = KubeSettings {
+        kubeconfig: (!config.kubeconfig.is_empty()).then(|| PathBuf::from(&config.kubeconfig)),
+        namespace: config.namespace.clone(),
+        pod: PodSettings {
+            agent_image: config.agent_image.clone(),
+            default_image: config.default_image.clone(),
+            ssh_port: config.ssh_port,
+            ssh_username: config.ssh_username.clone(),
+            runtime_class: config.runtime_class.clone(),
+        },
+        create_timeout: config.create_timeout(),
+    };
+    let runtime = KubernetesRuntime::start(settings, watches)
+        .await
+        .context("cannot start the kubernetes runtime")?;
+    Ok((runtime.clone(), runtime))
 }
 
 fn agent_binary(config: &Config) -> anyhow::Result<PathBuf> {

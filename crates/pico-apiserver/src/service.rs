@@ -1,7 +1,7 @@
 //! The session service: validation, ownership, lifetime and persistence of sessions, on top
 //! of whichever runtime runs the sandboxes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -18,8 +18,10 @@ use crate::error::ApiError;
 use crate::keys;
 use crate::limits::{Slotted, TunnelLimits};
 use crate::metrics::Metrics;
+use crate::records::Records;
 use crate::runtime::{BoxedStream, Recovery, Runtime, SandboxSpec};
-use crate::store::{SessionRecord, Store};
+use crate::service_view::Creating;
+use crate::store::SessionRecord;
 
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 const MAX_IMAGE_LEN: usize = 512;
@@ -47,7 +49,7 @@ pub struct LiveSession {
 }
 
 impl LiveSession {
-    fn new(record: SessionRecord, parent: &CancellationToken) -> Arc<Self> {
+    pub(crate) fn new(record: SessionRecord, parent: &CancellationToken) -> Arc<Self> {
         Arc::new(Self {
             record: Mutex::new(record),
             bytes_relayed: AtomicU64::new(0),
@@ -61,17 +63,19 @@ impl LiveSession {
         self.lock().clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SessionRecord> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, SessionRecord> {
         self.record.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 pub struct SessionService {
-    store: Store,
+    pub(crate) records: Arc<dyn Records>,
     runtime: Arc<dyn Runtime>,
-    settings: Settings,
-    sessions: RwLock<HashMap<Uuid, Arc<LiveSession>>>,
-    tunnels: CancellationToken,
+    pub(crate) settings: Settings,
+    pub(crate) sessions: RwLock<HashMap<Uuid, Arc<LiveSession>>>,
+    /// Sessions this server is creating right now (not yet in a shared store's view).
+    pub(crate) creating: Mutex<HashSet<Uuid>>,
+    pub(crate) tunnels: CancellationToken,
     tunnel_limits: TunnelLimits,
     pub metrics: Arc<Metrics>,
 }
@@ -82,14 +86,14 @@ fn now() -> OffsetDateTime {
 
 impl SessionService {
     pub fn new(
-        store: Store,
+        records: Arc<dyn Records>,
         runtime: Arc<dyn Runtime>,
         settings: Settings,
         tunnels: CancellationToken,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            store,
+            records,
             runtime,
             tunnel_limits: TunnelLimits::new(
                 settings.max_tunnels_per_session,
@@ -97,6 +101,7 @@ impl SessionService {
             ),
             settings,
             sessions: RwLock::new(HashMap::new()),
+            creating: Mutex::default(),
             tunnels,
             metrics,
         }
@@ -104,16 +109,6 @@ impl SessionService {
 
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.runtime
-    }
-
-    fn all(&self) -> Vec<Arc<LiveSession>> {
-        let map = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        map.values().cloned().collect()
-    }
-
-    fn lookup(&self, id: Uuid) -> Option<Arc<LiveSession>> {
-        let map = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        map.get(&id).cloned()
     }
 
     /// Another user's session answers exactly like a missing one.
@@ -211,6 +206,9 @@ impl SessionService {
             host_public_key: host_key.public_openssh,
             authorized_key,
         };
+        // With a shared store, count the sessions other replicas made too.
+        self.all();
+        let creating = Creating::new(self, record.id);
         let live = {
             let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
             let limit = self.settings.max_sessions_per_user;
@@ -234,7 +232,7 @@ impl SessionService {
         };
         // The record is durable before the sandbox exists, so a crash mid-create leaves
         // something a restart can clean up.
-        if let Err(err) = self.store.put(&record) {
+        if let Err(err) = self.records.put(&record).await {
             self.forget(record.id);
             return Err(err.into());
         }
@@ -243,6 +241,7 @@ impl SessionService {
         let service = self.clone();
         let host_private = host_key.private_openssh;
         let started = tokio::spawn(async move {
+            let _creating = creating;
             let began = std::time::Instant::now();
             let spec = SandboxSpec {
                 record: &record,
@@ -253,7 +252,7 @@ impl SessionService {
                     .await;
             service.metrics.observe_create(began.elapsed());
             match result {
-                Ok(Ok(())) => service.mark_running(&live).map_err(ApiError::from),
+                Ok(Ok(())) => service.mark_running(&live).await.map_err(ApiError::from),
                 outcome => {
                     let err = match outcome {
                         Ok(Err(e)) => ApiError::from(e),
@@ -267,7 +266,7 @@ impl SessionService {
                         tracing::warn!(session_id = %record.id, error = %cleanup, "cleanup after failed create");
                     }
                     service.forget(record.id);
-                    if let Err(e) = service.store.remove(record.id) {
+                    if let Err(e) = service.records.remove(record.id).await {
                         tracing::error!(session_id = %record.id, error = %e, "cannot remove record");
                     }
                     Err(err)
@@ -282,13 +281,16 @@ impl SessionService {
         Ok(to_wire(&record, private_key))
     }
 
-    fn mark_running(&self, live: &LiveSession) -> Result<SessionRecord, crate::store::StoreError> {
+    async fn mark_running(
+        &self,
+        live: &LiveSession,
+    ) -> Result<SessionRecord, crate::store::StoreError> {
         let record = {
             let mut record = live.lock();
             record.status = SessionStatus::Running;
             record.clone()
         };
-        self.store.put(&record)?;
+        self.records.put(&record).await?;
         Ok(record)
     }
 
@@ -325,7 +327,7 @@ impl SessionService {
         }
     }
 
-    pub fn extend(&self, caller: &Caller, id: Uuid, ttl: u64) -> Result<Session, ApiError> {
+    pub async fn extend(&self, caller: &Caller, id: Uuid, ttl: u64) -> Result<Session, ApiError> {
         self.check_ttl(ttl)?;
         let live = self.visible(caller, id)?;
         let record = {
@@ -337,7 +339,7 @@ impl SessionService {
             record.ttl = ttl;
             record.clone()
         };
-        self.store.put(&record)?;
+        self.records.put(&record).await?;
         Ok(to_wire(&record, None))
     }
 
@@ -356,10 +358,10 @@ impl SessionService {
         live.cancel.cancel();
         if let Err(err) = self.runtime.delete(record.id).await {
             // Kept as terminating; the reaper tries again.
-            let _ = self.store.put(&record);
+            let _ = self.records.put(&record).await;
             return Err(err.into());
         }
-        self.store.remove(record.id)?;
+        self.records.remove(record.id).await?;
         self.forget(record.id);
         self.metrics.deleted.fetch_add(1, Ordering::Relaxed);
         tracing::info!(session_id = %record.id, reason = why, "session removed");
@@ -409,11 +411,14 @@ impl SessionService {
             let idle = record.idle_timeout > 0
                 && record.last_activity_at + Duration::from_secs(record.idle_timeout) <= at;
             let stuck = record.status == SessionStatus::Terminating;
-            if expired || idle || stuck {
+            let abandoned = self.abandoned(&record, at);
+            if expired || idle || stuck || abandoned {
                 let why = if expired {
                     "expired"
                 } else if idle {
                     "idle"
+                } else if abandoned {
+                    "abandoned"
                 } else {
                     "retry"
                 };
@@ -422,7 +427,7 @@ impl SessionService {
             }
         }
         if !touched.is_empty()
-            && let Err(err) = self.store.put_many(&touched)
+            && let Err(err) = self.records.touch(&touched).await
         {
             tracing::error!(error = %err, "cannot record session activity");
         }
@@ -437,12 +442,15 @@ impl SessionService {
 
     /// Start-up: load records, drop what expired while we were down, make the rest usable.
     pub async fn recover(&self) -> Result<(), ApiError> {
-        let records = self.store.load_all()?;
+        let records = self.records.load_all().await?;
         let at = now();
         let mut known = Vec::new();
         for mut record in records {
             let id = record.id;
-            let unusable = record.status != SessionStatus::Running || record.expires_at <= at;
+            // Another replica may be creating a pending session of a shared store right now.
+            let unusable = record.expires_at <= at
+                || (record.status != SessionStatus::Running
+                    && (self.records.shared().is_none() || self.abandoned(&record, at)));
             if unusable {
                 tracing::info!(session_id = %id, status = ?record.status, "removing session left from before the restart");
                 if let Err(err) = self.runtime.delete(id).await {
@@ -452,7 +460,7 @@ impl SessionService {
                     self.insert(record);
                     continue;
                 }
-                self.store.remove(id)?;
+                self.records.remove(id).await?;
                 continue;
             }
             known.push(id);
@@ -462,7 +470,7 @@ impl SessionService {
                 Err(err) => {
                     tracing::error!(session_id = %id, error = %err, "sandbox cannot be recovered");
                     record.status = SessionStatus::Failed;
-                    self.store.put(&record)?;
+                    self.records.put(&record).await?;
                 }
             }
             self.insert(record);

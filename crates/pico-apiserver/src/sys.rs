@@ -54,3 +54,39 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 pub use libc::{SIGKILL, SIGTERM};
+
+/// Makes the child of `command` join the given `cgroup.procs` files before it executes, so
+/// that it and everything it starts are counted from its first instruction.
+pub fn join_cgroups_before_exec(
+    command: &mut tokio::process::Command,
+    procs_files: &[std::path::PathBuf],
+) {
+    use std::os::unix::ffi::OsStrExt;
+    let paths: Vec<std::ffi::CString> = procs_files
+        .iter()
+        .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()).ok())
+        .collect();
+    if paths.is_empty() {
+        return;
+    }
+    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe calls
+    // (open, write, close) on memory allocated before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            for path in &paths {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // "0" means the writing process.
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let error = std::io::Error::last_os_error();
+                libc::close(fd);
+                if written != 1 {
+                    return Err(error);
+                }
+            }
+            Ok(())
+        });
+    }
+}

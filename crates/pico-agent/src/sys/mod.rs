@@ -228,6 +228,13 @@ pub fn open_pty(size: WinSize, modes: &[(u8, u32)]) -> io::Result<(OwnedFd, Owne
     Ok((master, slave))
 }
 
+/// The foreground process group of the terminal whose master is `master`.
+pub fn foreground_group(master: &impl AsRawFd) -> Option<i32> {
+    // SAFETY: tcgetpgrp only reads the terminal's state.
+    let pgrp = unsafe { libc::tcgetpgrp(master.as_raw_fd()) };
+    (pgrp > 1).then_some(pgrp)
+}
+
 pub fn resize_pty(master: &impl AsRawFd, size: WinSize) -> io::Result<()> {
     let ws = winsize(size);
     // SAFETY: TIOCSWINSZ reads a winsize that lives across the call.

@@ -74,6 +74,10 @@ pub fn isolate(spec: &IsolateSpec<'_>) -> io::Result<()> {
     if pid > 0 {
         parent_wait(pid, socket);
     }
+    // If the parent is killed outright (SIGKILL cannot be forwarded), the sandbox goes too.
+    // (The parent lives outside our pid namespace, so getppid cannot check the fork race.)
+    // SAFETY: prctl on the calling process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     setup_mounts(spec)
 }
 

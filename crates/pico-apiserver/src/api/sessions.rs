@@ -145,7 +145,7 @@ pub async fn extend(
     let id = session_id(&id)?;
     let body =
         body.ok_or_else(|| ApiError::invalid_request("body {\"ttl\": seconds} is required"))?;
-    Ok(Json(state.service.extend(&caller, id, body.ttl)?))
+    Ok(Json(state.service.extend(&caller, id, body.ttl).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",

@@ -17,6 +17,7 @@ use tokio::net::UnixStream;
 use tokio::process::Command;
 use uuid::Uuid;
 
+use super::cgroup::{Cgroups, Limits};
 use super::{BoxedStream, Recovery, Runtime, RuntimeError, SandboxSpec};
 use crate::store::SessionRecord;
 use crate::sys;
@@ -29,6 +30,8 @@ pub struct LocalConfig {
     pub state_dir: PathBuf,
     pub agent_binary: PathBuf,
     pub ready_timeout: Duration,
+    /// Memory and process limits of each sandbox.
+    pub limits: Limits,
 }
 
 pub struct LocalRuntime {
@@ -37,6 +40,8 @@ pub struct LocalRuntime {
     agent_binary: PathBuf,
     ready_timeout: Duration,
     as_root: bool,
+    limits: Limits,
+    cgroups: Cgroups,
     used_uids: Mutex<BTreeSet<u32>>,
     /// Serialises starts of the same session (create vs. a restart on connect).
     starting: tokio::sync::Mutex<HashMap<Uuid, ()>>,
@@ -58,12 +63,24 @@ impl LocalRuntime {
                 config.agent_binary.display()
             )));
         }
+        let as_root = sys::is_root();
+        let cgroups = if as_root {
+            Cgroups::detect()
+        } else {
+            Cgroups::Unavailable("the server is not root".into())
+        };
+        let wants_limits = config.limits.memory > 0 || config.limits.pids > 0;
+        if let (Cgroups::Unavailable(why), true) = (&cgroups, wants_limits) {
+            tracing::warn!(reason = %why, "per-session memory and process limits are not applied");
+        }
         Ok(Self {
+            limits: config.limits,
+            cgroups,
             state_dir: config.state_dir,
             sessions_dir,
             agent_binary: config.agent_binary,
             ready_timeout: config.ready_timeout,
-            as_root: sys::is_root(),
+            as_root,
             used_uids: Mutex::new(BTreeSet::new()),
             starting: tokio::sync::Mutex::new(HashMap::new()),
         })
@@ -171,6 +188,11 @@ impl LocalRuntime {
             // and a whole group can be killed at delete.
             .process_group(0)
             .kill_on_drop(false);
+        let procs = self
+            .cgroups
+            .create(id, self.limits)
+            .map_err(|e| RuntimeError::Create(format!("cannot set the sandbox's limits: {e}")))?;
+        sys::join_cgroups_before_exec(&mut command, &procs);
         let mut child = command
             .spawn()
             .map_err(|e| RuntimeError::Create(format!("cannot start pico-agent: {e}")))?;
@@ -242,6 +264,7 @@ impl LocalRuntime {
     }
 
     async fn remove_session_dir(&self, id: Uuid) -> Result<(), RuntimeError> {
+        self.cgroups.remove(id).await;
         let dir = self.dir(id);
         if let Some(uid) = self.read_uid(&dir).await {
             self.release_uid(uid);
@@ -370,6 +393,14 @@ impl Runtime for LocalRuntime {
             tracing::info!(session_id = %id, "removing orphaned sandbox");
             self.delete(id).await?;
             removed += 1;
+        }
+        // Groups of sandboxes whose directories are already gone (a crash mid-delete).
+        // Another server on another state directory may share the cgroup parent, so only
+        // empty groups are removed (rmdir refuses the others).
+        for id in self.cgroups.session_ids() {
+            if !known.contains(&id) && !self.dir(id).exists() {
+                self.cgroups.remove_if_empty(id);
+            }
         }
         Ok(removed)
     }

@@ -1,5 +1,7 @@
 //! The sandbox runtime trait; the REST and tunnel code do not know which runtime runs.
 
+pub mod cgroup;
+pub mod kubernetes;
 pub mod local;
 
 use std::pin::Pin;

@@ -40,6 +40,47 @@ pub struct Server {
     pub args: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
     pub log: PathBuf,
+    /// With `PICO_TEST_RUNTIME=kubernetes`: the Kubernetes API emulator this server uses.
+    pub emulator: Option<Child>,
+}
+
+/// Whether the black-box suite runs against the Kubernetes runtime
+/// (`PICO_TEST_RUNTIME=kubernetes`, on the `pico-kube-emulator` binary) instead of local.
+pub fn kubernetes_mode() -> bool {
+    std::env::var("PICO_TEST_RUNTIME").is_ok_and(|v| v == "kubernetes")
+}
+
+/// Starts `pico-kube-emulator` writing a kubeconfig next to `state_dir`; returns the process
+/// and the flags that point a server at it.
+fn start_emulator(state_dir: &Path) -> (Child, Vec<String>) {
+    let kubeconfig = state_dir.with_extension("kubeconfig");
+    let mut child = Command::new(bin_dir().join("pico-kube-emulator"))
+        .args(["--port", "0", "--write-kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("--agent-binary")
+        .arg(agent_binary())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pico-kube-emulator (cargo build --workspace --bins)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read listening line");
+    assert!(line.starts_with("listening on"), "emulator: {line:?}");
+    let args = [
+        "--runtime",
+        "kubernetes",
+        "--ssh-port",
+        "2222",
+        "--kubeconfig",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([kubeconfig.display().to_string()])
+    .collect();
+    (child, args)
 }
 
 impl Server {
@@ -80,6 +121,13 @@ impl Server {
             args.push("--agent-binary".into());
             args.push(agent_binary().display().to_string());
         }
+        let mut emulator = None;
+        if kubernetes_mode() && !extra.contains(&"--runtime") {
+            std::fs::create_dir_all(state_dir.parent().expect("parent")).expect("state parent");
+            let (child, kube_args) = start_emulator(state_dir);
+            emulator = Some(child);
+            args.extend(kube_args);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -114,6 +162,7 @@ impl Server {
             args,
             _tmp: None,
             log,
+            emulator,
         }
     }
 
@@ -169,6 +218,13 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
         kill_agents(&self.state_dir);
+        if let Some(mut emulator) = self.emulator.take() {
+            // SIGTERM: the emulator stops the agents it started.
+            let _ = Command::new("kill")
+                .args(["-TERM", &emulator.id().to_string()])
+                .status();
+            let _ = emulator.wait();
+        }
     }
 }
 

@@ -24,7 +24,7 @@ const A_OWNER: &str = "pico.dev/owner";
 const A_METADATA: &str = "pico.dev/metadata";
 const A_CREATED: &str = "pico.dev/created-at";
 const A_EXPIRES: &str = "pico.dev/expires-at";
-const A_ACTIVITY: &str = "pico.dev/last-activity-at";
+pub const A_ACTIVITY: &str = "pico.dev/last-activity-at";
 const A_TTL: &str = "pico.dev/ttl";
 const A_IDLE: &str = "pico.dev/idle-timeout";
 const A_IMAGE: &str = "pico.dev/image";
@@ -53,10 +53,6 @@ pub struct PodSettings {
 /// `pico-<uuid>`: the name of the Sandbox, its pod and its Secret.
 pub fn object_name(id: Uuid) -> String {
     format!("pico-{id}")
-}
-
-pub fn session_id(name: &str) -> Option<Uuid> {
-    name.strip_prefix("pico-")?.parse().ok()
 }
 
 /// A label-safe hash of the owner (SHA-256, first 32 hex digits), so a user's sessions can
@@ -212,7 +208,6 @@ pub fn secret(
                 "kind": KIND,
                 "name": name,
                 "uid": sandbox_uid,
-                "blockOwnerDeletion": true,
             }],
         },
         "stringData": {

@@ -1,0 +1,176 @@
+//! Per-session memory and process limits for the local runtime, through the kernel's
+//! cgroups: v2 when the unified hierarchy is mounted at /sys/fs/cgroup, else the v1 `memory`
+//! and `pids` controllers. Each session gets `pico/<id>` in each; the agent joins them before
+//! it starts, so every process of the sandbox is counted.
+
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of memory for the whole sandbox (0 = unlimited).
+    pub memory: u64,
+    /// Processes and threads in the whole sandbox (0 = unlimited).
+    pub pids: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Cgroups {
+    V2(PathBuf),
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+    },
+    /// Not root, or no usable controllers: limits cannot be applied.
+    Unavailable(String),
+}
+
+fn write(path: &Path, value: &str) -> std::io::Result<()> {
+    std::fs::write(path, value)
+}
+
+impl Cgroups {
+    /// Finds the controllers and makes the `pico` parent groups.
+    pub fn detect() -> Self {
+        let root = Path::new(ROOT);
+        if root.join("cgroup.controllers").is_file() {
+            let parent = root.join("pico");
+            let enabled = std::fs::create_dir_all(&parent)
+                .and_then(|()| write(&root.join("cgroup.subtree_control"), "+memory +pids"))
+                .and_then(|()| write(&parent.join("cgroup.subtree_control"), "+memory +pids"));
+            return match enabled {
+                Ok(()) => Self::V2(parent),
+                Err(e) => Self::Unavailable(format!("cgroup v2 controllers: {e}")),
+            };
+        }
+        let (memory, pids) = (root.join("memory/pico"), root.join("pids/pico"));
+        match std::fs::create_dir_all(&memory).and_then(|()| std::fs::create_dir_all(&pids)) {
+            Ok(()) => Self::V1 { memory, pids },
+            Err(e) => Self::Unavailable(format!("cgroup v1 memory/pids controllers: {e}")),
+        }
+    }
+
+    fn dirs(&self, id: Uuid) -> Vec<PathBuf> {
+        let name = id.to_string();
+        match self {
+            Self::V2(parent) => vec![parent.join(name)],
+            Self::V1 { memory, pids } => vec![memory.join(&name), pids.join(name)],
+            Self::Unavailable(_) => Vec::new(),
+        }
+    }
+
+    /// Creates the session's groups with `limits`; returns the `cgroup.procs` files the
+    /// agent must join.
+    pub fn create(&self, id: Uuid, limits: Limits) -> std::io::Result<Vec<PathBuf>> {
+        let dirs = self.dirs(id);
+        for dir in &dirs {
+            std::fs::create_dir_all(dir)?;
+        }
+        let value = |n: u64| {
+            if n == 0 {
+                "max".to_owned()
+            } else {
+                n.to_string()
+            }
+        };
+        match self {
+            Self::V2(_) => {
+                write(&dirs[0].join("memory.max"), &value(limits.memory))?;
+                write(&dirs[0].join("pids.max"), &value(limits.pids))?;
+                // Without swap accounting a sandbox could page its way past the limit.
+                let _ = write(&dirs[0].join("memory.swap.max"), "0");
+            }
+            Self::V1 { .. } => {
+                let memory = if limits.memory == 0 {
+                    "-1".to_owned()
+                } else {
+                    limits.memory.to_string()
+                };
+                write(&dirs[0].join("memory.limit_in_bytes"), &memory)?;
+                write(&dirs[1].join("pids.max"), &value(limits.pids))?;
+            }
+            Self::Unavailable(_) => {}
+        }
+        Ok(dirs.iter().map(|d| d.join("cgroup.procs")).collect())
+    }
+
+    /// Sessions that have a group, for cleaning up after a crash.
+    pub fn session_ids(&self) -> Vec<Uuid> {
+        let parents: Vec<&PathBuf> = match self {
+            Self::V2(parent) => vec![parent],
+            Self::V1 { memory, pids } => vec![memory, pids],
+            Self::Unavailable(_) => Vec::new(),
+        };
+        let mut ids: Vec<Uuid> = parents
+            .into_iter()
+            .filter_map(|p| std::fs::read_dir(p).ok())
+            .flat_map(|entries| entries.flatten())
+            .filter_map(|e| Uuid::parse_str(&e.file_name().to_string_lossy()).ok())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Removes the session's groups if no process is in them.
+    pub fn remove_if_empty(&self, id: Uuid) {
+        for dir in self.dirs(id) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+
+    /// Removes the session's groups once its processes are gone.
+    pub async fn remove(&self, id: Uuid) {
+        for dir in self.dirs(id) {
+            for _ in 0..50 {
+                match std::fs::remove_dir(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        // Busy until the last process of the sandbox has exited.
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+/// Parses `0`, `1048576`, `512K`, `64M`, `4G` (binary units) into bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 0, 512M or 4G"))?;
+    let factor: u64 = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(format!("{text:?}: unknown unit (use K, M, G or T)")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("lots").is_err() && parse_size("5X").is_err());
+    }
+}

@@ -1,0 +1,166 @@
+//! The Sandbox and Secret manifests as data, and records read back from them.
+
+use super::*;
+
+fn record() -> SessionRecord {
+    let at = OffsetDateTime::parse("2026-01-02T03:04:05.25Z", &Rfc3339).expect("time");
+    let mut metadata = Map::new();
+    metadata.insert("team".into(), json!("ml"));
+    SessionRecord {
+        id: "7b0e8a40-3f1e-4c55-9a55-2f6d1b0c9a11"
+            .parse()
+            .expect("uuid"),
+        owner: "alice@example.com".into(),
+        status: SessionStatus::Running,
+        created_at: at,
+        expires_at: at + time::Duration::seconds(3600),
+        last_activity_at: at,
+        metadata,
+        image: Some("python:3.12-slim".into()),
+        ttl: 3600,
+        idle_timeout: 300,
+        username: "sandbox".into(),
+        host_public_key: "ssh-ed25519 AAAAhost pico-host".into(),
+        authorized_key: "ssh-ed25519 AAAAuser pico-session".into(),
+    }
+}
+
+fn pod() -> PodSettings {
+    PodSettings {
+        agent_image: "registry.example/pico:1".into(),
+        default_image: "debian:stable-slim".into(),
+        ssh_port: 2222,
+        ssh_username: "sandbox".into(),
+        runtime_class: Some("gvisor".into()),
+    }
+}
+
+#[test]
+fn sandbox_carries_name_labels_expiry_and_agent_injection() {
+    let r = record();
+    let s = sandbox(&r, "v1beta1", &pod());
+    let name = "pico-7b0e8a40-3f1e-4c55-9a55-2f6d1b0c9a11";
+    assert_eq!(s["apiVersion"], "agents.x-k8s.io/v1beta1");
+    assert_eq!(s["kind"], "Sandbox");
+    assert_eq!(s["metadata"]["name"], name);
+    let labels = &s["metadata"]["labels"];
+    assert_eq!(labels[MANAGED_BY], "pico-apiserver");
+    assert_eq!(labels[SESSION_LABEL], r.id.to_string());
+    assert_eq!(labels[OWNER_HASH_LABEL].as_str().map(str::len), Some(32));
+    assert_ne!(labels[OWNER_HASH_LABEL], owner_hash("bob"));
+    // Rounded up to whole seconds: never earlier than expiresAt.
+    assert_eq!(s["spec"]["shutdownTime"], "2026-01-02T04:04:06Z");
+    assert_eq!(s["spec"]["shutdownPolicy"], "Delete");
+    let spec = &s["spec"]["podTemplate"]["spec"];
+    assert_eq!(spec["runtimeClassName"], "gvisor");
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    let init = &spec["initContainers"][0];
+    assert_eq!(init["image"], "registry.example/pico:1");
+    assert_eq!(
+        init["command"],
+        json!(["/usr/local/bin/pico-agent", "install", "/pico"])
+    );
+    let main = &spec["containers"][0];
+    assert_eq!(main["image"], "python:3.12-slim");
+    assert_eq!(
+        main["command"],
+        json!([
+            "/pico/pico-agent",
+            "serve",
+            "--listen",
+            "0.0.0.0:2222",
+            "--host-key",
+            "/etc/pico/host_key",
+            "--authorized-keys",
+            "/etc/pico/authorized_keys",
+            "--username",
+            "sandbox"
+        ])
+    );
+    assert_eq!(
+        spec["volumes"][0],
+        json!({"name": "pico-agent", "emptyDir": {}})
+    );
+    assert_eq!(spec["volumes"][1]["secret"]["secretName"], name);
+}
+
+#[test]
+fn v1alpha1_has_no_shutdown_policy_and_default_image_applies() {
+    let mut r = record();
+    r.image = None;
+    let mut settings = pod();
+    settings.runtime_class = None;
+    let s = sandbox(&r, "v1alpha1", &settings);
+    assert_eq!(s["apiVersion"], "agents.x-k8s.io/v1alpha1");
+    assert!(s["spec"].get("shutdownPolicy").is_none());
+    let spec = &s["spec"]["podTemplate"]["spec"];
+    assert!(spec.get("runtimeClassName").is_none());
+    assert_eq!(spec["containers"][0]["image"], "debian:stable-slim");
+    assert!(s["metadata"]["annotations"].get("pico.dev/image").is_none());
+}
+
+#[test]
+fn secret_is_owned_by_the_sandbox_and_holds_both_keys() {
+    let r = record();
+    let s = secret(
+        &r,
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+        "v1beta1",
+        "uid-1",
+    );
+    assert_eq!(s["metadata"]["name"], object_name(r.id));
+    let owner = &s["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "Sandbox");
+    assert_eq!(owner["uid"], "uid-1");
+    assert_eq!(owner["apiVersion"], "agents.x-k8s.io/v1beta1");
+    assert_eq!(
+        s["stringData"]["host_key"],
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    );
+    assert_eq!(
+        s["stringData"]["authorized_keys"],
+        "ssh-ed25519 AAAAuser pico-session\n"
+    );
+}
+
+#[test]
+fn record_round_trips_through_the_sandbox() {
+    let r = record();
+    let s = sandbox(&r, "v1beta1", &pod());
+    assert_eq!(record_from(&s), Some(r.clone()));
+    let mut deleting = s.clone();
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-01-02T03:05:00Z");
+    assert_eq!(
+        record_from(&deleting).map(|r| r.status),
+        Some(SessionStatus::Terminating)
+    );
+    let mut foreign = s;
+    foreign["metadata"]["labels"] = json!({});
+    assert_eq!(record_from(&foreign), None);
+}
+
+#[test]
+fn patch_moves_expiry_and_status() {
+    let mut r = record();
+    r.expires_at += time::Duration::seconds(600);
+    r.status = SessionStatus::Pending;
+    let p = record_patch(&r);
+    assert_eq!(p["spec"]["shutdownTime"], "2026-01-02T04:14:06Z");
+    assert_eq!(
+        p["metadata"]["annotations"]["pico.dev/expires-at"],
+        "2026-01-02T04:14:05.250000Z"
+    );
+    assert_eq!(p["metadata"]["annotations"]["pico.dev/status"], "pending");
+}
+
+#[test]
+fn pod_ip_and_condition_from_status() {
+    let s = json!({"status": {"podIPs": ["127.1.0.2"],
+        "conditions": [{"type": "Ready", "status": "True", "message": "ok"}]}});
+    assert_eq!(pod_ip(&s).as_deref(), Some("127.1.0.2"));
+    assert_eq!(condition(&s, "Ready"), Some(("True".into(), "ok".into())));
+    assert_eq!(
+        pod_ip(&json!({"status": {"podIPs": [{"ip": "10.0.0.1"}]}})).as_deref(),
+        Some("10.0.0.1")
+    );
+}

@@ -1,0 +1,118 @@
+//! Session records kept on the Sandboxes themselves: reads come from the watch-fed cache,
+//! writes are merge patches of annotations and `spec.shutdownTime`, so that every replica
+//! (and a restarted one) sees the same sessions.
+
+use std::time::{Duration, Instant};
+
+use kube::api::{DynamicObject, Patch, PatchParams};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::KubernetesRuntime;
+use super::api::{ApiFail, call};
+use super::manifest::{self, object_name};
+use crate::records::{Records, SharedView};
+use crate::store::{SessionRecord, StoreError};
+
+/// `lastActivityAt` reaches the cluster at most this often per session.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(60);
+
+fn record_of(sandbox: &DynamicObject) -> Option<SessionRecord> {
+    manifest::record_from(&serde_json::to_value(sandbox).ok()?)
+}
+
+fn resource_version(sandbox: Option<&DynamicObject>) -> Option<u64> {
+    sandbox?.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+impl KubernetesRuntime {
+    async fn patch(&self, id: Uuid, patch: serde_json::Value) -> Result<(), StoreError> {
+        let name = object_name(id);
+        match call(
+            self.sandboxes
+                .patch(&name, &PatchParams::default(), &Patch::Merge(patch)),
+        )
+        .await
+        {
+            Ok(patched) => {
+                // Read-your-writes: the next read on this replica sees the change.
+                if let Some(written) = resource_version(Some(&patched)) {
+                    self.await_cache(id, |o| {
+                        o.is_none() || resource_version(o).is_some_and(|rv| rv >= written)
+                    })
+                    .await;
+                }
+                Ok(())
+            }
+            // Not made yet (the create writes the whole record) or already gone.
+            Err(ApiFail::NotFound) => Ok(()),
+            Err(e) => Err(StoreError::Remote(format!("patching Sandbox {name}: {e}"))),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Records for KubernetesRuntime {
+    async fn put(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        self.patch(record.id, manifest::record_patch(record)).await
+    }
+
+    async fn touch(&self, records: &[SessionRecord]) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let due: Vec<&SessionRecord> = {
+            let mut written = self
+                .activity_written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            records
+                .iter()
+                .filter(|r| {
+                    let due = written
+                        .get(&r.id)
+                        .is_none_or(|at| now.duration_since(*at) >= ACTIVITY_EVERY);
+                    if due {
+                        written.insert(r.id, now);
+                    }
+                    due
+                })
+                .collect()
+        };
+        for record in due {
+            let patch = json!({"metadata": {"annotations": {
+                manifest::A_ACTIVITY: pico_wire::timestamp::format(record.last_activity_at),
+            }}});
+            self.patch(record.id, patch).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, id: Uuid) -> Result<(), StoreError> {
+        self.delete_sandbox(&object_name(id))
+            .await
+            .map_err(|e| StoreError::Remote(format!("deleting Sandbox: {e}")))?;
+        self.await_cache(id, |o| o.is_none()).await;
+        Ok(())
+    }
+
+    async fn load_all(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(SharedView::all(self))
+    }
+
+    fn shared(&self) -> Option<&dyn SharedView> {
+        Some(self)
+    }
+}
+
+impl SharedView for KubernetesRuntime {
+    fn get(&self, id: Uuid) -> Option<SessionRecord> {
+        record_of(&*self.cached(id)?)
+    }
+
+    fn all(&self) -> Vec<SessionRecord> {
+        self.cache
+            .state()
+            .iter()
+            .filter_map(|s| record_of(s))
+            .collect()
+    }
+}
