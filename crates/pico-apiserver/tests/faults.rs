@@ -159,3 +159,82 @@ fn a_full_disk_fails_creates_cleanly_and_recovers() {
     let again = again.json();
     assert_eq!(again["status"], "running");
 }
+
+#[test]
+fn a_sandbox_that_cannot_be_recovered_is_failed_not_ready() {
+    let mut server = Server::start(&[]);
+    let state_dir = server.state_dir.clone();
+    let session = server.create(None, "");
+    let id = session["sessionId"].as_str().expect("id").to_owned();
+    server.kill9();
+    // Its agent dies and its host key is lost while the server is down.
+    let dir = state_dir.join("sessions").join(&id);
+    let pid = std::fs::read_to_string(dir.join("agent.pid")).expect("pid");
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", pid.trim())])
+        .status();
+    std::fs::remove_file(dir.join("host_key")).expect("rm host key");
+
+    let restarted = Server::start_in(&state_dir, &[]);
+    let got = restarted
+        .request("GET", &format!("/v1/sessions/{id}"))
+        .send()
+        .json();
+    assert_eq!(got["status"], "failed", "{got}");
+    let mut tunnel = std::net::TcpStream::connect(restarted.addr).expect("connect");
+    use std::io::{Read, Write};
+    write!(
+        tunnel,
+        "CONNECT /v1/sessions/{id}/tunnel HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    let _ = tunnel.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("SESSION_NOT_READY"), "{answer}");
+    // A failed session can still be deleted.
+    let deleted = restarted
+        .request("DELETE", &format!("/v1/sessions/{id}"))
+        .send();
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+}
+
+#[test]
+fn a_delete_that_fails_is_reported_and_retried() {
+    let server = Server::start(&[]);
+    let session = server.create(None, "");
+    let id = session["sessionId"].as_str().expect("id").to_owned();
+    let pinned = server
+        .state_dir
+        .join("sessions")
+        .join(&id)
+        .join("home/pinned");
+    std::fs::write(&pinned, "x").expect("write");
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&pinned)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if !chattr("+i") {
+        eprintln!("SKIPPED: this filesystem has no immutable files (chattr +i)");
+        return;
+    }
+    // An immutable file makes removing the sandbox's files fail.
+    let refused = server
+        .request("DELETE", &format!("/v1/sessions/{id}"))
+        .send();
+    let _ = chattr("-i");
+    refused.assert_error(500, "SANDBOX_DELETE_FAILED");
+    // The reaper retries; once the file can go, the session is gone.
+    wait_for("the reaper's retry", || {
+        server
+            .request("GET", &format!("/v1/sessions/{id}"))
+            .send()
+            .status
+            == 404
+    });
+    assert!(!server.state_dir.join("sessions").join(&id).exists());
+}
