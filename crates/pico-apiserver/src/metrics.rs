@@ -4,8 +4,44 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds (seconds) of the create-latency histogram buckets.
-const CREATE_BUCKETS: [f64; 8] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 8] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+/// A Prometheus histogram of durations.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, out: &mut String) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", get(bucket));
+        }
+        let count = get(&self.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {}\n{name}_count {count}",
+            get(&self.micros) as f64 / 1e6
+        );
+    }
+}
 
 #[derive(Default)]
 pub struct Metrics {
@@ -16,22 +52,13 @@ pub struct Metrics {
     pub tunnels_open: AtomicU64,
     pub tunnels_total: AtomicU64,
     pub bytes_relayed: AtomicU64,
-    create_buckets: [AtomicU64; CREATE_BUCKETS.len()],
-    create_count: AtomicU64,
-    create_micros: AtomicU64,
+    pub create_seconds: Histogram,
+    pub delete_seconds: Histogram,
 }
 
 impl Metrics {
     pub fn observe_create(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        for (bound, bucket) in CREATE_BUCKETS.iter().zip(&self.create_buckets) {
-            if secs <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.create_count.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.create_micros.fetch_add(micros, Ordering::Relaxed);
+        self.create_seconds.observe(took);
     }
 
     /// Renders every metric; `sessions` are current counts by status.
@@ -58,22 +85,10 @@ impl Metrics {
             "# TYPE pico_tunnels_open gauge\npico_tunnels_open {}",
             get(&self.tunnels_open)
         );
-        out.push_str("# TYPE pico_session_create_seconds histogram\n");
-        for (bound, bucket) in CREATE_BUCKETS.iter().zip(&self.create_buckets) {
-            let _ = writeln!(
-                out,
-                "pico_session_create_seconds_bucket{{le=\"{bound}\"}} {}",
-                get(bucket)
-            );
-        }
-        let count = get(&self.create_count);
-        let _ = writeln!(
-            out,
-            "pico_session_create_seconds_bucket{{le=\"+Inf\"}} {count}\n\
-             pico_session_create_seconds_sum {}\n\
-             pico_session_create_seconds_count {count}",
-            get(&self.create_micros) as f64 / 1e6
-        );
+        self.create_seconds
+            .render("pico_session_create_seconds", &mut out);
+        self.delete_seconds
+            .render("pico_session_delete_seconds", &mut out);
         out
     }
 }
