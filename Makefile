@@ -7,7 +7,7 @@ VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 
 .PHONY: all build release run test test-deps lint spec bench clean \
-	static image docker-build kind-load k8s-deploy k8s-logs test-kube
+	static image-bins image docker-build kind-load k8s-deploy k8s-logs test-kube
 
 all: build
 
@@ -50,11 +50,17 @@ static:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release \
 		--target $(STATIC_TARGET) --bin pico-apiserver --bin pico-agent
 
+# The image's binaries, stripped, in target/image/ (the Dockerfile's BIN_DIR).
+image-bins: static
+	mkdir -p target/image
+	strip -o target/image/pico-apiserver target/$(STATIC_TARGET)/release/pico-apiserver
+	strip -o target/image/pico-agent target/$(STATIC_TARGET)/release/pico-agent
+
 # The image with Debian's buildah (no Docker engine needed, nothing pulled).
-image: static
+image: image-bins
 	scripts/build-image.sh $(IMAGE)
 
-docker-build: static
+docker-build: image-bins
 	docker build -t $(IMAGE) .
 
 kind-load:

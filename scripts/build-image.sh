@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Builds the pico image with buildah, offline: FROM scratch over the static binaries of
-# `make static`. Usage: scripts/build-image.sh [IMAGE]   (default pico:latest)
+# Builds the pico image with buildah, offline: FROM scratch over the stripped static binaries
+# that `make image-bins` puts in target/image/. Usage: scripts/build-image.sh [IMAGE]
+# (default pico:latest); `make image` runs both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image=${1:-pico:latest}
-bin_dir=target/x86_64-unknown-linux-gnu/release
+bin_dir=target/image
 
 for bin in pico-apiserver pico-agent; do
   if [ ! -x "$bin_dir/$bin" ]; then
-    echo "$bin_dir/$bin is missing: run 'make static' first" >&2
+    echo "$bin_dir/$bin is missing: run 'make image-bins' first" >&2
     exit 1
   fi
 done

@@ -118,6 +118,11 @@ pub struct Config {
     #[arg(long, env = "PICO_AGENT_IMAGE", default_value = "pico:latest")]
     pub agent_image: String,
 
+    /// How sandboxes get their SSH server: `inject` the static pico-agent (any image works)
+    /// or `image` (the image runs its own sshd; public key in env SSH_PUBLIC_KEY).
+    #[arg(long, env = "PICO_AGENT_MODE", value_enum, default_value_t = AgentMode::Inject)]
+    pub agent_mode: AgentMode,
+
     /// Image of sessions that name none (Kubernetes runtime; any Linux image works).
     #[arg(long, env = "PICO_DEFAULT_IMAGE", default_value = "debian:stable-slim")]
     pub default_image: String,
@@ -170,6 +175,12 @@ pub enum RuntimeKind {
     Auto,
     Local,
     Kubernetes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AgentMode {
+    Inject,
+    Image,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -35,7 +35,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, RuntimeKind};
 use crate::records::{LocalRecords, Records};
 use crate::runtime::Runtime;
-use crate::runtime::kubernetes::{KubeSettings, KubernetesRuntime, PodSettings};
+use crate::runtime::kubernetes::{AgentMode, KubeSettings, KubernetesRuntime, PodSettings};
 use crate::runtime::local::{LocalConfig, LocalRuntime};
 use crate::service::{SessionService, Settings};
 
@@ -151,6 +151,10 @@ async fn kubernetes(config: &Config, watches: CancellationToken) -> anyhow::Resu
         kubeconfig: (!config.kubeconfig.is_empty()).then(|| PathBuf::from(&config.kubeconfig)),
         namespace: config.namespace.clone(),
         pod: PodSettings {
+            agent_mode: match config.agent_mode {
+                config::AgentMode::Inject => AgentMode::Inject,
+                config::AgentMode::Image => AgentMode::Image,
+            },
             agent_image: config.agent_image.clone(),
             default_image: config.default_image.clone(),
             ssh_port: config.ssh_port,

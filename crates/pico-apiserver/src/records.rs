@@ -13,8 +13,14 @@ pub trait Records: Send + Sync + 'static {
     /// on the sandbox itself may ignore a record whose sandbox does not exist yet.
     async fn put(&self, record: &SessionRecord) -> Result<(), StoreError>;
 
-    /// Records activity (`lastActivityAt`); a shared store may coalesce these.
+    /// Records activity (`lastActivityAt`); called on every reaper pass, with the sessions
+    /// whose activity changed (maybe none). A shared store may coalesce these.
     async fn touch(&self, records: &[SessionRecord]) -> Result<(), StoreError>;
+
+    /// How late activity recorded by another replica may show here.
+    fn activity_lag(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 
     async fn remove(&self, id: Uuid) -> Result<(), StoreError>;
 
@@ -45,6 +51,9 @@ impl Records for LocalRecords {
     }
 
     async fn touch(&self, records: &[SessionRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         self.0.put_many(records)
     }
 

@@ -356,6 +356,7 @@ impl SessionService {
             record.clone()
         };
         live.cancel.cancel();
+        let began = std::time::Instant::now();
         if let Err(err) = self.runtime.delete(record.id).await {
             // Kept as terminating; the reaper tries again.
             let _ = self.records.put(&record).await;
@@ -364,6 +365,7 @@ impl SessionService {
         self.records.remove(record.id).await?;
         self.forget(record.id);
         self.metrics.deleted.fetch_add(1, Ordering::Relaxed);
+        self.metrics.delete_seconds.observe(began.elapsed());
         tracing::info!(session_id = %record.id, reason = why, "session removed");
         Ok(())
     }
@@ -399,6 +401,7 @@ impl SessionService {
     pub async fn reap(&self) {
         let at = now();
         let mut touched = Vec::new();
+        let activity_lag = self.records.activity_lag();
         let mut doomed = Vec::new();
         for live in self.all() {
             let bytes = live.bytes_relayed.load(Ordering::Relaxed);
@@ -408,8 +411,9 @@ impl SessionService {
                 touched.push(record.clone());
             }
             let expired = record.expires_at <= at;
-            let idle = record.idle_timeout > 0
-                && record.last_activity_at + Duration::from_secs(record.idle_timeout) <= at;
+            // Activity seen by other replicas reaches us late: never judge idleness on less.
+            let idle_after = Duration::from_secs(record.idle_timeout).max(activity_lag);
+            let idle = record.idle_timeout > 0 && record.last_activity_at + idle_after <= at;
             let stuck = record.status == SessionStatus::Terminating;
             let abandoned = self.abandoned(&record, at);
             if expired || idle || stuck || abandoned {
@@ -426,9 +430,8 @@ impl SessionService {
                 doomed.push((live.clone(), why));
             }
         }
-        if !touched.is_empty()
-            && let Err(err) = self.records.touch(&touched).await
-        {
+        // Called on every pass, so a store that coalesces activity can flush what it held.
+        if let Err(err) = self.records.touch(&touched).await {
             tracing::error!(error = %err, "cannot record session activity");
         }
         for (live, why) in doomed {

@@ -124,6 +124,6 @@ impl SessionService {
         self.records.shared().is_some()
             && record.status == SessionStatus::Pending
             && !self.creating_set().contains(&record.id)
-            && record.created_at + self.settings.create_timeout * 2 + Duration::from_secs(30) <= at
+            && record.created_at + self.settings.create_timeout * 2 + Duration::from_secs(5) <= at
     }
 }

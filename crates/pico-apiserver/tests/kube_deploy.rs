@@ -138,14 +138,14 @@ fn buildah(args: &[&str]) -> std::process::Output {
 #[test]
 fn kube_image_holds_both_static_binaries() {
     let root = repo_root();
-    let bins = root.join("target/x86_64-unknown-linux-gnu/release");
+    let bins = root.join("target/image");
     let have_bins = ["pico-apiserver", "pico-agent"]
         .iter()
         .all(|b| bins.join(b).is_file());
     let have_buildah = Command::new("buildah").arg("--version").output().is_ok();
     if !have_bins || !have_buildah {
         eprintln!(
-            "SKIPPED kube_image_holds_both_static_binaries: needs `make static` binaries \
+            "SKIPPED kube_image_holds_both_static_binaries: needs the binaries of `make image-bins` \
              (present: {have_bins}) and buildah (present: {have_buildah}); `make image` builds both"
         );
         return;
@@ -196,7 +196,167 @@ fn kube_image_holds_both_static_binaries() {
             "{kind}"
         );
     }
+    // What the sandbox pods' init container runs: the agent copies itself into the emptyDir.
+    let pod_dir = tempfile::tempdir().expect("tempdir");
+    let agent = rootfs.join("usr/local/bin/pico-agent");
+    let out = Command::new(&agent)
+        .arg("install")
+        .arg(pod_dir.path())
+        .output()
+        .expect("run install");
+    assert!(out.status.success(), "install: {}", common::stderr(&out));
+    let installed = pod_dir.path().join("pico-agent");
+    let out = Command::new(&installed)
+        .arg("--version")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", common::stderr(&out));
     let _ = buildah(&["umount", &container]);
     let _ = buildah(&["rm", &container]);
     let _ = buildah(&["rmi", &image]);
+}
+
+/// (group, resource, verb) of one logged emulator request; `None` for discovery.
+fn rbac_of(method: &str, uri: &str) -> Option<(String, String, String)> {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    let (resource, name) = match rest {
+        ["namespaces", _ns, resource] => (*resource, None),
+        ["namespaces", _ns, resource, name, ..] => (*resource, Some(*name)),
+        _ => return None,
+    };
+    let watch = query
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    let verb = match (method, name) {
+        ("GET", _) if watch => "watch",
+        ("GET", None) => "list",
+        ("GET", Some(_)) => "get",
+        ("POST", _) => "create",
+        ("PATCH", _) => "patch",
+        ("PUT", _) => "update",
+        ("DELETE", None) => "deletecollection",
+        ("DELETE", Some(_)) => "delete",
+        _ => return None,
+    };
+    Some((group.into(), resource.into(), verb.into()))
+}
+
+#[test]
+fn kube_runtime_calls_only_what_the_role_grants() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let log = dir.path().join("emulator.log");
+    let mut emulator = Command::new(common::emulator_binary())
+        .args(["--port", "0", "--write-kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("--agent-binary")
+        .arg(common::agent_binary())
+        .env("RUST_LOG", "pico_kube_emulator::api=debug")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start pico-kube-emulator");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(emulator.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("listening line");
+    let kc = kubeconfig.to_str().expect("utf-8 path");
+    {
+        let server = common::Server::start(&[
+            "--runtime",
+            "kubernetes",
+            "--kubeconfig",
+            kc,
+            "--ssh-port",
+            kube_env::SSH_PORT,
+            "--create-timeout",
+            "2",
+        ]);
+        // Everything the runtime does: create, tunnel, extend, delete, failures, a timeout.
+        let session = server.create(None, "");
+        let id = session["sessionId"].as_str().expect("id");
+        let ssh = common::SshTarget::new(&server, &session, None);
+        assert!(ssh.ssh("true").status.success());
+        let path = format!("/v1/sessions/{id}");
+        assert_eq!(
+            server
+                .request("PATCH", &path)
+                .json(r#"{"ttl": 900}"#)
+                .send()
+                .status,
+            200
+        );
+        assert_eq!(server.request("DELETE", &path).send().status, 200);
+        for image in ["example.com/fail-pull:1", "example.com/never-ready:1"] {
+            let body = format!(r#"{{"image": "{image}"}}"#);
+            let res = server.request("POST", "/v1/sessions").json(&body).send();
+            assert!(res.status >= 500, "{image}: {}", res.text());
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &emulator.id().to_string()])
+        .status();
+    let _ = emulator.wait();
+
+    let text = std::fs::read_to_string(&log).expect("emulator log");
+    let strip = |s: &str| {
+        // Tolerates ANSI colours, should the emulator still print them.
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let mut used = BTreeSet::new();
+    for line in text.lines().map(strip).filter(|l| l.contains(" request ")) {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")).map(str::to_owned))
+        };
+        if let (Some(method), Some(uri)) = (field("method"), field("uri"))
+            && let Some(rule) = rbac_of(&method, &uri)
+        {
+            used.insert(rule);
+        }
+    }
+    assert!(used.len() >= 5, "too few requests seen in the log:\n{text}");
+    let granted: BTreeSet<(String, String, String)> =
+        pico_apiserver::runtime::kubernetes::RBAC_RULES
+            .iter()
+            .flat_map(|(g, r, verbs)| {
+                verbs
+                    .iter()
+                    .map(|v| (g.to_string(), r.to_string(), v.to_string()))
+            })
+            .collect();
+    let beyond: Vec<_> = used.difference(&granted).collect();
+    assert!(
+        beyond.is_empty(),
+        "calls the Role does not grant: {beyond:?}"
+    );
+    // Granted but not seen: only the fallback read of the pod's IP.
+    let unseen: Vec<_> = granted.difference(&used).collect();
+    assert_eq!(
+        unseen,
+        [&("".to_string(), "pods".to_string(), "get".to_string())],
+        "granted but never used"
+    );
 }

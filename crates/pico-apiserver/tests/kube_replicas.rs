@@ -123,3 +123,45 @@ fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn kube_create_cut_short_by_kill_9_is_cleaned_up_after_restart() {
+    let cluster = Cluster::start();
+    let args = ["--create-timeout", "3"];
+    let mut a = cluster.server(&args);
+    let url = a.addr;
+    let create = std::thread::spawn(move || {
+        // The server dies mid-request: no answer.
+        let _ = std::net::TcpStream::connect(url).map(|mut s| {
+            use std::io::Write;
+            let body = r#"{"image": "example.com/never-ready:1"}"#;
+            let _ = write!(
+                s,
+                "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+        });
+    });
+    let name = wait_for(|| cluster.names("sandboxes").into_iter().next());
+    a.kill9();
+    let _ = create.join();
+    assert_eq!(cluster.names("sandboxes"), std::slice::from_ref(&name));
+
+    // The restarted server keeps the pending session while a create could still be running,
+    // then removes it.
+    let a = cluster.server(&args);
+    let list = a.request("GET", "/v1/sessions").send().json();
+    assert_eq!(list["sessions"][0]["status"], "pending", "{list}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cluster.get("sandboxes", &name).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "abandoned Sandbox never removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    cluster.wait_gone("secrets", &name);
+    assert_eq!(a.request("GET", "/v1/sessions").send().json()["total"], 0);
+}

@@ -264,3 +264,32 @@ fn kube_activity_reaches_the_cluster_at_most_once_a_minute() {
         "the server itself knows the newer activity"
     );
 }
+
+#[test]
+fn kube_image_mode_passes_the_public_key_to_the_image() {
+    let cluster = Cluster::start();
+    let server = cluster.server(&["--agent-mode", "image"]);
+    let session = server.create(None, r#"{"image": "example.com/own-sshd:1"}"#);
+    assert_eq!(session["status"], "running");
+    let sandbox = cluster
+        .get("sandboxes", &object_name(&session))
+        .expect("Sandbox exists");
+    let spec = &sandbox["spec"]["podTemplate"]["spec"];
+    assert!(spec.get("initContainers").is_none(), "{spec}");
+    let container = &spec["containers"][0];
+    assert_eq!(container["image"], "example.com/own-sshd:1");
+    assert!(container.get("command").is_none());
+    assert_eq!(container["env"][0]["name"], "SSH_PUBLIC_KEY");
+    let key = container["env"][0]["value"].as_str().expect("key");
+    assert!(key.starts_with("ssh-ed25519 "), "{key}");
+}
+
+#[test]
+fn kube_auto_runtime_follows_the_kubeconfig_flag() {
+    let cluster = Cluster::start();
+    let kubeconfig = cluster.kubeconfig.to_str().expect("utf-8 path");
+    // No --runtime: `auto` picks Kubernetes because a kubeconfig is given.
+    let server = common::Server::start(&["--kubeconfig", kubeconfig, "--ssh-port", "2222"]);
+    let session = server.create(None, "");
+    assert!(cluster.get("sandboxes", &object_name(&session)).is_some());
+}

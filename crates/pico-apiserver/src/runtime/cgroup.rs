@@ -33,20 +33,30 @@ fn write(path: &Path, value: &str) -> std::io::Result<()> {
 }
 
 impl Cgroups {
-    /// Finds the controllers and makes the `pico` parent groups.
-    pub fn detect() -> Self {
+    /// Finds the controllers and makes this server's parent groups,
+    /// `pico/<hash of the state directory>`: servers on other state directories manage
+    /// their own groups and never touch these.
+    pub fn detect(state_dir: &Path) -> Self {
         let root = Path::new(ROOT);
+        let server = format!(
+            "pico/{:016x}",
+            fnv1a(state_dir.as_os_str().as_encoded_bytes())
+        );
         if root.join("cgroup.controllers").is_file() {
-            let parent = root.join("pico");
+            let parent = root.join(&server);
             let enabled = std::fs::create_dir_all(&parent)
                 .and_then(|()| write(&root.join("cgroup.subtree_control"), "+memory +pids"))
+                .and_then(|()| write(&root.join("pico/cgroup.subtree_control"), "+memory +pids"))
                 .and_then(|()| write(&parent.join("cgroup.subtree_control"), "+memory +pids"));
             return match enabled {
                 Ok(()) => Self::V2(parent),
                 Err(e) => Self::Unavailable(format!("cgroup v2 controllers: {e}")),
             };
         }
-        let (memory, pids) = (root.join("memory/pico"), root.join("pids/pico"));
+        let (memory, pids) = (
+            root.join("memory").join(&server),
+            root.join("pids").join(&server),
+        );
         match std::fs::create_dir_all(&memory).and_then(|()| std::fs::create_dir_all(&pids)) {
             Ok(()) => Self::V1 { memory, pids },
             Err(e) => Self::Unavailable(format!("cgroup v1 memory/pids controllers: {e}")),
@@ -136,6 +146,13 @@ impl Cgroups {
             }
         }
     }
+}
+
+/// A stable 64-bit hash (FNV-1a), for naming this server's cgroups.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Parses `0`, `1048576`, `512K`, `64M`, `4G` (binary units) into bytes.

@@ -65,7 +65,7 @@ impl LocalRuntime {
         }
         let as_root = sys::is_root();
         let cgroups = if as_root {
-            Cgroups::detect()
+            Cgroups::detect(&config.state_dir)
         } else {
             Cgroups::Unavailable("the server is not root".into())
         };
@@ -394,9 +394,8 @@ impl Runtime for LocalRuntime {
             self.delete(id).await?;
             removed += 1;
         }
-        // Groups of sandboxes whose directories are already gone (a crash mid-delete).
-        // Another server on another state directory may share the cgroup parent, so only
-        // empty groups are removed (rmdir refuses the others).
+        // Groups of sandboxes whose directories are already gone (a crash mid-delete);
+        // rmdir refuses groups that still have processes.
         for id in self.cgroups.session_ids() {
             if !known.contains(&id) && !self.dir(id).exists() {
                 self.cgroups.remove_if_empty(id);

@@ -50,11 +50,21 @@ pub fn kubernetes_mode() -> bool {
     std::env::var("PICO_TEST_RUNTIME").is_ok_and(|v| v == "kubernetes")
 }
 
+pub fn emulator_binary() -> PathBuf {
+    let path = bin_dir().join("pico-kube-emulator");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first (make test does)",
+        path.display()
+    );
+    path
+}
+
 /// Starts `pico-kube-emulator` writing a kubeconfig next to `state_dir`; returns the process
 /// and the flags that point a server at it.
 fn start_emulator(state_dir: &Path) -> (Child, Vec<String>) {
     let kubeconfig = state_dir.with_extension("kubeconfig");
-    let mut child = Command::new(bin_dir().join("pico-kube-emulator"))
+    let mut child = Command::new(emulator_binary())
         .args(["--port", "0", "--write-kubeconfig"])
         .arg(&kubeconfig)
         .arg("--agent-binary")

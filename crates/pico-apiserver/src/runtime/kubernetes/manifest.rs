@@ -39,9 +39,20 @@ pub const KEYS_DIR: &str = "/etc/pico";
 /// The static agent inside the `--agent-image` (see the Dockerfile).
 pub const AGENT_IN_IMAGE: &str = "/usr/local/bin/pico-agent";
 
+/// How a sandbox gets its SSH server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentMode {
+    /// An init container copies the static `pico-agent` into the pod; any image works.
+    Inject,
+    /// The image runs its own sshd on `--ssh-port`, reading the session's public key from
+    /// the env `SSH_PUBLIC_KEY` (and, if it wants, the host key from `/etc/pico/host_key`).
+    Image,
+}
+
 /// What every session's pod shares, from the server's flags.
 #[derive(Debug, Clone)]
 pub struct PodSettings {
+    pub agent_mode: AgentMode,
     pub agent_image: String,
     /// Used when the session names no image.
     pub default_image: String,
@@ -166,6 +177,9 @@ pub fn sandbox(record: &SessionRecord, version: &str, pod: &PodSettings) -> Valu
             {"name": "pico-keys", "secret": {"secretName": name, "defaultMode": 0o400}},
         ],
     });
+    if pod.agent_mode == AgentMode::Image {
+        own_sshd(&mut pod_spec, record);
+    }
     if let Some(class) = &pod.runtime_class {
         pod_spec["runtimeClassName"] = json!(class);
     }
@@ -185,6 +199,26 @@ pub fn sandbox(record: &SessionRecord, version: &str, pod: &PodSettings) -> Valu
         "metadata": {"name": name, "labels": labels(record), "annotations": annotations(record)},
         "spec": spec,
     })
+}
+
+/// `image` mode: the image's own command, the public key in the environment, no agent.
+fn own_sshd(pod_spec: &mut Value, record: &SessionRecord) {
+    if let Some(spec) = pod_spec.as_object_mut() {
+        spec.remove("initContainers");
+    }
+    let container = &mut pod_spec["containers"][0];
+    if let Some(c) = container.as_object_mut() {
+        c.remove("command");
+    }
+    container["env"] = json!([
+        {"name": "SSH_PUBLIC_KEY", "value": record.authorized_key},
+        {"name": "SSH_USERNAME", "value": record.username},
+    ]);
+    container["volumeMounts"] =
+        json!([{"name": "pico-keys", "mountPath": KEYS_DIR, "readOnly": true}]);
+    if let Some(volumes) = pod_spec["volumes"].as_array_mut() {
+        volumes.retain(|v| v["name"] != "pico-agent");
+    }
 }
 
 /// The Secret with the sandbox's host key and the session's authorized key, owned by the

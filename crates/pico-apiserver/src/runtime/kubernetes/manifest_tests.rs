@@ -27,6 +27,7 @@ fn record() -> SessionRecord {
 
 fn pod() -> PodSettings {
     PodSettings {
+        agent_mode: AgentMode::Inject,
         agent_image: "registry.example/pico:1".into(),
         default_image: "debian:stable-slim".into(),
         ssh_port: 2222,
@@ -163,4 +164,23 @@ fn pod_ip_and_condition_from_status() {
         pod_ip(&json!({"status": {"podIPs": [{"ip": "10.0.0.1"}]}})).as_deref(),
         Some("10.0.0.1")
     );
+}
+
+#[test]
+fn image_mode_runs_the_image_with_the_key_in_its_environment() {
+    let r = record();
+    let mut settings = pod();
+    settings.agent_mode = AgentMode::Image;
+    let s = sandbox(&r, "v1beta1", &settings);
+    let spec = &s["spec"]["podTemplate"]["spec"];
+    assert!(spec.get("initContainers").is_none());
+    let main = &spec["containers"][0];
+    assert!(main.get("command").is_none());
+    assert_eq!(
+        main["env"][0],
+        json!({"name": "SSH_PUBLIC_KEY", "value": "ssh-ed25519 AAAAuser pico-session"})
+    );
+    assert_eq!(main["ports"][0]["containerPort"], 2222);
+    assert_eq!(spec["volumes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(spec["volumes"][0]["name"], "pico-keys");
 }

@@ -10,7 +10,7 @@ mod records;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::api::{ApiFail, call};
-pub use self::manifest::PodSettings;
+pub use self::manifest::{AgentMode, PodSettings};
 use self::manifest::{GROUP, KIND, PLURAL, SELECTOR, object_name};
 use super::{BoxedStream, Recovery, Runtime, RuntimeError, SandboxSpec};
 use crate::store::SessionRecord;
@@ -70,8 +70,9 @@ pub struct KubernetesRuntime {
     cache: reflector::Store<DynamicObject>,
     /// Bumped after every change the watch applied to `cache`.
     changed: watch::Receiver<u64>,
-    /// When each session's `lastActivityAt` was last written to the cluster.
-    activity_written: Mutex<HashMap<Uuid, Instant>>,
+    /// Per session: when `lastActivityAt` was last written to the cluster, and newer
+    /// activity held back until the next write is due.
+    activity_written: Mutex<HashMap<Uuid, records::Activity>>,
 }
 
 async fn client_for(settings: &KubeSettings) -> Result<Client, RuntimeError> {

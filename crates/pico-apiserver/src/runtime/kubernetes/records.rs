@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::json;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::KubernetesRuntime;
@@ -16,6 +17,13 @@ use crate::store::{SessionRecord, StoreError};
 
 /// `lastActivityAt` reaches the cluster at most this often per session.
 const ACTIVITY_EVERY: Duration = Duration::from_secs(60);
+
+/// What `touch` remembers of one session.
+#[derive(Debug, Default)]
+pub struct Activity {
+    written: Option<Instant>,
+    pending: Option<OffsetDateTime>,
+}
 
 fn record_of(sandbox: &DynamicObject) -> Option<SessionRecord> {
     manifest::record_from(&serde_json::to_value(sandbox).ok()?)
@@ -59,31 +67,40 @@ impl Records for KubernetesRuntime {
 
     async fn touch(&self, records: &[SessionRecord]) -> Result<(), StoreError> {
         let now = Instant::now();
-        let due: Vec<&SessionRecord> = {
-            let mut written = self
+        let due: Vec<(Uuid, OffsetDateTime)> = {
+            let mut log = self
                 .activity_written
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            records
-                .iter()
-                .filter(|r| {
-                    let due = written
-                        .get(&r.id)
-                        .is_none_or(|at| now.duration_since(*at) >= ACTIVITY_EVERY);
-                    if due {
-                        written.insert(r.id, now);
-                    }
-                    due
+            for record in records {
+                log.entry(record.id).or_default().pending = Some(record.last_activity_at);
+            }
+            // Forget sessions that ended anywhere (on another replica too).
+            log.retain(|id, _| self.cached(*id).is_some());
+            log.iter_mut()
+                .filter(|(_, a)| {
+                    a.written
+                        .is_none_or(|at| now.duration_since(at) >= ACTIVITY_EVERY)
+                })
+                .filter_map(|(id, a)| {
+                    let pending = a.pending.take()?;
+                    a.written = Some(now);
+                    Some((*id, pending))
                 })
                 .collect()
         };
-        for record in due {
+        for (id, at) in due {
             let patch = json!({"metadata": {"annotations": {
-                manifest::A_ACTIVITY: pico_wire::timestamp::format(record.last_activity_at),
+                manifest::A_ACTIVITY: pico_wire::timestamp::format(at),
             }}});
-            self.patch(record.id, patch).await?;
+            self.patch(id, patch).await?;
         }
         Ok(())
+    }
+
+    fn activity_lag(&self) -> Duration {
+        // Held back for up to a minute, then written on the next reaper pass.
+        ACTIVITY_EVERY + Duration::from_secs(10)
     }
 
     async fn remove(&self, id: Uuid) -> Result<(), StoreError> {
