@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// With --isolate: cover this directory with an empty read-only tmpfs (repeatable).
     #[arg(long, requires = "isolate")]
     pub hide: Vec<PathBuf>,
+    /// With --isolate: a network namespace of its own (loopback only), so the sandbox reaches
+    /// neither the host's nor other sandboxes' network services.
+    #[arg(long, env = "PICO_AGENT_PRIVATE_NETWORK", requires = "isolate")]
+    pub private_network: bool,
     /// With --isolate: host name in the new UTS namespace.
     #[arg(long, env = "PICO_AGENT_HOSTNAME", requires = "isolate")]
     pub hostname: Option<String>,

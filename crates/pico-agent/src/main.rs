@@ -78,6 +78,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             hide: &args.hide,
             hostname: args.hostname.as_deref(),
             user_ns: sys::euid() != 0,
+            private_network: args.private_network,
             socket: listener.socket_path(),
         };
         sys::isolate(&spec).context("setting up the sandbox namespaces")?;

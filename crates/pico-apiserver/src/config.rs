@@ -94,6 +94,12 @@ pub struct Config {
     #[arg(long, env = "PICO_MAX_SESSIONS_PER_USER", default_value_t = 0)]
     pub max_sessions_per_user: u32,
 
+    /// Network of local sandboxes: `isolated` (own namespace, loopback only: sandboxes reach
+    /// neither each other's services nor the host's) or `host` (the host's network).
+    /// Default: isolated when auth is on (several users), host when it is off.
+    #[arg(long, env = "PICO_SESSION_NETWORK", value_enum)]
+    pub session_network: Option<SessionNetwork>,
+
     /// Memory of one local sandbox, all its processes together (e.g. 512M, 4G; 0 = no limit).
     #[arg(long, env = "PICO_SESSION_MEMORY", default_value = "4G")]
     pub session_memory: String,
@@ -184,6 +190,12 @@ pub enum AgentMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SessionNetwork {
+    Isolated,
+    Host,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -192,6 +204,16 @@ pub enum LogFormat {
 impl Config {
     pub fn auth_enabled(&self) -> bool {
         !self.jwt_secret.is_empty() || self.jwt_public_key.is_some()
+    }
+
+    /// Sandboxes of different users must not reach each other's services, so a server
+    /// with auth isolates their networks unless told otherwise.
+    pub fn session_network(&self) -> SessionNetwork {
+        self.session_network.unwrap_or(if self.auth_enabled() {
+            SessionNetwork::Isolated
+        } else {
+            SessionNetwork::Host
+        })
     }
 
     pub fn bind_addr(&self) -> IpAddr {

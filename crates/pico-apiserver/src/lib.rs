@@ -136,6 +136,7 @@ fn local(config: &Config) -> anyhow::Result<Backend> {
         state_dir: state_dir.clone(),
         agent_binary: agent_binary(config)?,
         ready_timeout: config.create_timeout(),
+        private_network: config.session_network() == config::SessionNetwork::Isolated,
         limits: runtime::cgroup::Limits {
             memory: runtime::cgroup::parse_size(&config.session_memory)
                 .map_err(anyhow::Error::msg)?,

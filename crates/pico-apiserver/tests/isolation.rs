@@ -73,3 +73,44 @@ fn sessions_cannot_see_each_other_or_the_server() {
         assert_ne!(value("whoami"), "0", "sandbox commands run as host root");
     }
 }
+
+/// With several users (auth on), each sandbox has a network of its own: a service on one
+/// sandbox's loopback is reachable there and nowhere else, and the server's port is not
+/// reachable from inside at all.
+#[test]
+fn sandboxes_of_an_authenticated_server_have_their_own_network() {
+    let server = Server::start(&["--jwt-secret", common::SECRET]);
+    let (alice, bob) = (common::token("alice"), common::token("bob"));
+    let a = server.create(Some(&alice), "");
+    let b = server.create(Some(&bob), "");
+    let (ssh_a, ssh_b) = (
+        SshTarget::new(&server, &a, Some(&alice)),
+        SshTarget::new(&server, &b, Some(&bob)),
+    );
+    let serve = ssh_a.ssh(
+        "nohup python3 -m http.server 8765 --bind 127.0.0.1 >/dev/null 2>&1 & \
+         for i in $(seq 100); do python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 8765), 1)' 2>/dev/null && break; sleep 0.1; done; echo up",
+    );
+    assert_eq!(stdout(&serve), "up\n", "{}", stderr(&serve));
+    let probe = |port: u16| {
+        format!(
+            "python3 -c 'import socket\ntry:\n  socket.create_connection((\"127.0.0.1\", {port}), 2); print(\"open\")\nexcept OSError: print(\"closed\")'"
+        )
+    };
+    assert_eq!(
+        stdout(&ssh_a.ssh(&probe(8765))),
+        "open\n",
+        "A cannot reach its own service"
+    );
+    assert_eq!(
+        stdout(&ssh_b.ssh(&probe(8765))),
+        "closed\n",
+        "B reaches A's service"
+    );
+    let api = server.addr.port();
+    assert_eq!(
+        stdout(&ssh_b.ssh(&probe(api))),
+        "closed\n",
+        "a sandbox reaches the API server"
+    );
+}

@@ -165,3 +165,30 @@ fn kube_create_cut_short_by_kill_9_is_cleaned_up_after_restart() {
     cluster.wait_gone("secrets", &name);
     assert_eq!(a.request("GET", "/v1/sessions").send().json()["total"], 0);
 }
+
+#[test]
+fn kube_replicas_resync_after_watches_break() {
+    let cluster = Cluster::start();
+    let a = cluster.server(&[]);
+    let b = cluster.server(&[]);
+    let first = a.create(None, "");
+    wait_for(|| (b.request("GET", "/v1/sessions").send().json()["total"] == 1).then_some(()));
+
+    // Every watch is cut and the history behind it compacted: the caches must relist (410).
+    cluster.emulator().compact_history();
+    cluster.emulator().drop_watches();
+    let second = a.create(None, "");
+    let first_id = first["sessionId"].as_str().expect("id");
+    let res = a
+        .request("DELETE", &format!("/v1/sessions/{first_id}"))
+        .send();
+    assert_eq!(res.status, 200, "{}", res.text());
+    let seen = wait_for(|| {
+        let list = b.request("GET", "/v1/sessions").send().json();
+        (list["total"] == 1 && list["sessions"][0]["sessionId"] == second["sessionId"])
+            .then_some(list)
+    });
+    assert_eq!(seen["sessions"][0]["status"], "running");
+    let ssh = SshTarget::new(&b, &second, None);
+    assert_eq!(ssh_ok(&ssh, "echo resynced"), "resynced\n");
+}

@@ -19,6 +19,8 @@ pub struct IsolateSpec<'a> {
     pub hostname: Option<&'a str>,
     /// Not root: create a user namespace mapping our uid/gid to 0.
     pub user_ns: bool,
+    /// A network namespace of its own, with only a loopback interface.
+    pub private_network: bool,
     /// Unix socket file the parent removes once the sandbox is gone.
     pub socket: Option<PathBuf>,
 }
@@ -41,6 +43,9 @@ pub fn isolate(spec: &IsolateSpec<'_>) -> io::Result<()> {
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     if spec.user_ns {
         flags |= libc::CLONE_NEWUSER;
+    }
+    if spec.private_network {
+        flags |= libc::CLONE_NEWNET;
     }
     let (uid, gid) = (euid(), egid());
     // The parent shares the new mount namespace, where the socket's directory may be hidden:
@@ -69,6 +74,9 @@ pub fn isolate(spec: &IsolateSpec<'_>) -> io::Result<()> {
         std::fs::write("/proc/self/setgroups", "deny\n")?;
         std::fs::write("/proc/self/gid_map", format!("0 {gid} 1\n"))?;
     }
+    if spec.private_network {
+        loopback_up()?;
+    }
     // SAFETY: no other thread exists, so the child starts from a consistent state.
     let pid = unsafe { check(libc::fork())? };
     if pid > 0 {
@@ -79,6 +87,28 @@ pub fn isolate(spec: &IsolateSpec<'_>) -> io::Result<()> {
     // SAFETY: prctl on the calling process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     setup_mounts(spec)
+}
+
+/// A new network namespace starts with `lo` down; bring it up so that programs in the
+/// sandbox can talk to each other over 127.0.0.1.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: a plain datagram socket, closed below.
+    let fd = unsafe { check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))? };
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *slot = *byte as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
+    let result = unsafe {
+        check(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request)).and_then(|_| {
+            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            check(libc::ioctl(fd, libc::SIOCSIFFLAGS, &request))
+        })
+    };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    result.map(|_| ())
 }
 
 /// The parent's whole remaining life: forward signals, wait, exit like the child.

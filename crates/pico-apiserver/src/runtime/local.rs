@@ -32,6 +32,8 @@ pub struct LocalConfig {
     pub ready_timeout: Duration,
     /// Memory and process limits of each sandbox.
     pub limits: Limits,
+    /// Each sandbox in a network namespace of its own.
+    pub private_network: bool,
 }
 
 pub struct LocalRuntime {
@@ -40,6 +42,7 @@ pub struct LocalRuntime {
     agent_binary: PathBuf,
     ready_timeout: Duration,
     as_root: bool,
+    private_network: bool,
     limits: Limits,
     cgroups: Cgroups,
     used_uids: Mutex<BTreeSet<u32>>,
@@ -74,6 +77,7 @@ impl LocalRuntime {
             tracing::warn!(reason = %why, "per-session memory and process limits are not applied");
         }
         Ok(Self {
+            private_network: config.private_network,
             limits: config.limits,
             cgroups,
             state_dir: config.state_dir,
@@ -166,6 +170,9 @@ impl LocalRuntime {
             .arg(&self.state_dir)
             .arg("--hostname")
             .arg(format!("pico-{}", &id.simple().to_string()[..8]));
+        if self.private_network {
+            command.arg("--private-network");
+        }
         if self.as_root {
             let uid = self
                 .read_uid(&dir)
