@@ -27,9 +27,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The whole suite: tools, lints, Rust unit and black-box tests, Python tests.
+# The whole suite: tools, lints, Rust unit and black-box tests (the black-box API suite a
+# second time on the Kubernetes runtime, against the emulator), Python tests.
 test: test-deps lint build
 	$(CARGO) test --workspace
+	$(MAKE) test-kube
 	@if ls tests/*/test_*.py sdk/tests/test_*.py >/dev/null 2>&1; then \
 		PICO_BIN_DIR=$(CURDIR)/target/debug $(PYTEST) -q tests sdk/tests; \
 	fi

@@ -93,7 +93,13 @@ pub fn isolate(spec: &IsolateSpec<'_>) -> io::Result<()> {
 /// sandbox can talk to each other over 127.0.0.1.
 fn loopback_up() -> io::Result<()> {
     // SAFETY: a plain datagram socket, closed below.
-    let fd = unsafe { check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))? };
+    let fd = unsafe {
+        check(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?
+    };
     // SAFETY: ifreq is plain old data; all zeroes is a valid value.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
