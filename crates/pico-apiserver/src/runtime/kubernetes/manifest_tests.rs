@@ -184,3 +184,42 @@ fn image_mode_runs_the_image_with_the_key_in_its_environment() {
     assert_eq!(spec["volumes"].as_array().map(Vec::len), Some(1));
     assert_eq!(spec["volumes"][0]["name"], "pico-keys");
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn json_leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "\\PC{0,20}".prop_map(Value::from),
+            Just(Value::Null),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the owner and metadata, the Sandbox's labels stay valid Kubernetes label
+        /// values and the record reads back from the manifest unchanged.
+        #[test]
+        fn owner_and_metadata_round_trip(
+            owner in "\\PC{1,80}",
+            metadata in proptest::collection::btree_map("\\PC{1,16}", json_leaf(), 0..6),
+        ) {
+            let mut original = record();
+            original.owner = owner;
+            original.metadata = metadata.into_iter().collect();
+            let manifest = sandbox(&original, "v1beta1", &pod());
+            let labels = manifest["metadata"]["labels"].as_object().expect("labels");
+            for value in labels.values() {
+                let value = value.as_str().expect("label value");
+                prop_assert!(value.len() <= 63);
+                prop_assert!(value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+            }
+            let back = record_from(&manifest).expect("record");
+            prop_assert_eq!(back.owner, original.owner);
+            prop_assert_eq!(back.metadata, original.metadata);
+        }
+    }
+}
