@@ -28,8 +28,9 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # The whole suite: tools, lints, Rust unit and black-box tests (the black-box API suite a
-# second time on the Kubernetes runtime, against the emulator), Python tests.
-test: test-deps lint build
+# second time on the Kubernetes runtime, against the emulator; the image test needs the
+# static binaries), Python tests.
+test: test-deps lint build image-bins
 	$(CARGO) test --workspace
 	$(MAKE) test-kube
 	@if ls tests/*/test_*.py sdk/tests/test_*.py >/dev/null 2>&1; then \

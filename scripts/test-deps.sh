@@ -14,6 +14,9 @@ command -v chattr >/dev/null || need+=(e2fsprogs)
 command -v openssl >/dev/null || need+=(openssl)
 command -v script >/dev/null || need+=(bsdutils)
 command -v curl >/dev/null || need+=(curl)
+command -v buildah >/dev/null || need+=(buildah)
+command -v file >/dev/null || need+=(file)
+command -v strip >/dev/null || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need[*]} (install them, or run as root)" >&2
