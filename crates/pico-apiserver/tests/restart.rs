@@ -20,7 +20,29 @@ fn sessions_survive_kill_9_and_expired_ones_are_reaped() {
     let wrote = ssh_one.ssh("echo kept > ~/keep.txt");
     assert!(wrote.status.success(), "{}", stderr(&wrote));
 
+    // A tunnel is open when the server dies: it ends, and new ones work after the restart.
+    let mut open_tunnel = std::net::TcpStream::connect(server.addr).expect("connect");
+    {
+        use std::io::{Read, Write};
+        let one_id = one["sessionId"].as_str().expect("id");
+        write!(
+            open_tunnel,
+            "CONNECT /v1/sessions/{one_id}/tunnel HTTP/1.1\r\nHost: x\r\n\r\nSSH-2.0-test\r\n"
+        )
+        .expect("write");
+        let mut head = [0u8; 39];
+        open_tunnel.read_exact(&mut head).expect("answer");
+        assert_eq!(&head, b"HTTP/1.1 200 Connection Established\r\n\r\n");
+    }
     server.kill9();
+    {
+        use std::io::Read;
+        open_tunnel
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        let _ = open_tunnel.read_to_end(&mut rest);
+    }
     // While the server is down, session two's agent dies too: it must be restarted.
     let two_id = two["sessionId"].as_str().expect("id");
     let two_pid =
