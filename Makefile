@@ -17,8 +17,10 @@ build:
 release:
 	$(CARGO) build --release --workspace --bins
 
+# The server on its embedded default (local runtime); it starts the pico-agent built beside it.
 run:
-	$(CARGO) run --release --bin pico-apiserver
+	$(CARGO) build --release --bins
+	./target/release/pico-apiserver $(ARGS)
 
 test-deps:
 	scripts/test-deps.sh
