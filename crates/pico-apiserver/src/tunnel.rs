@@ -2,6 +2,7 @@
 //! the `200`; then bytes are relayed both ways, half-close included, until either side ends,
 //! the session goes away or the server shuts down.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -70,21 +71,27 @@ pub async fn handle<B: Send + 'static>(
     request: Request<B>,
 ) -> Response<Body> {
     let request_id = request_id_from(request.headers());
+    answer(request_id, "tunnel", open(&state, tasks, shutdown, request)).await
+}
+
+/// Runs a tunnel's opening under its request id; a refusal is logged and answered with the
+/// JSON error body, and ends the connection (proxy clients expect that, and it leaves
+/// nothing half-open). Shared by the CONNECT and WebSocket tunnels.
+pub async fn answer(
+    request_id: String,
+    kind: &'static str,
+    opening: impl Future<Output = Result<Response<Body>, ApiError>>,
+) -> Response<Body> {
     REQUEST_ID
         .scope(request_id.clone(), async move {
-            match open(&state, tasks, shutdown, request).await {
-                Ok(response) => response,
-                Err(err) => {
-                    tracing::info!(request_id = %request_id, status = err.status.as_u16(), error = %err.message, "tunnel refused");
-                    let mut response = err.into_response();
-                    // A refused tunnel ends the connection: proxy clients expect that, and
-                    // it leaves nothing half-open.
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    response
-                }
-            }
+            opening.await.unwrap_or_else(|err| {
+                tracing::info!(request_id = %request_id, kind, status = err.status.as_u16(), error = %err.message, "tunnel refused");
+                let mut response = err.into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            })
         })
         .await
 }
@@ -96,14 +103,9 @@ async fn open<B: Send + 'static>(
     mut request: Request<B>,
 ) -> Result<Response<Body>, ApiError> {
     let id = parse_target(request.uri())?;
-    let caller = state.auth.authenticate(request.headers()).map_err(|err| {
-        state
-            .service
-            .metrics
-            .auth_failures
-            .fetch_add(1, Ordering::Relaxed);
-        proxy_challenge(request.uri(), request.headers(), err)
-    })?;
+    let caller = state
+        .authenticate(request.headers())
+        .map_err(|err| proxy_challenge(request.uri(), request.headers(), err))?;
     let (live, backend) = state.service.open_tunnel(&caller, id).await?;
     let upgrade = hyper::upgrade::on(&mut request);
     let metrics = state.service.metrics.clone();

@@ -10,7 +10,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use axum::response::IntoResponse;
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -23,7 +22,8 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::api::{AppState, request_id_from};
-use crate::error::{ApiError, REQUEST_ID};
+use crate::error::ApiError;
+use crate::tunnel;
 use crate::metrics::Metrics;
 use crate::service::LiveSession;
 
@@ -61,17 +61,12 @@ pub async fn handle<B: Send + 'static>(
     request: Request<B>,
 ) -> Response<Body> {
     let request_id = request_id_from(request.headers());
-    REQUEST_ID
-        .scope(request_id.clone(), async move {
-            match open(&state, tasks, shutdown, request).await {
-                Ok(response) => response,
-                Err(err) => {
-                    tracing::info!(request_id = %request_id, status = err.status.as_u16(), error = %err.message, "websocket tunnel refused");
-                    err.into_response()
-                }
-            }
-        })
-        .await
+    tunnel::answer(
+        request_id,
+        "websocket",
+        open(&state, tasks, shutdown, request),
+    )
+    .await
 }
 
 fn session_id(request: &Request<impl Sized>) -> Result<Uuid, ApiError> {
@@ -120,16 +115,7 @@ async fn open<B: Send + 'static>(
 ) -> Result<Response<Body>, ApiError> {
     let id = session_id(&request)?;
     let accept = accept_key(request.headers())?;
-    let caller = state
-        .auth
-        .authenticate(request.headers())
-        .inspect_err(|_| {
-            state
-                .service
-                .metrics
-                .auth_failures
-                .fetch_add(1, Ordering::Relaxed);
-        })?;
+    let caller = state.authenticate(request.headers())?;
     let (live, backend) = state.service.open_tunnel(&caller, id).await?;
     let upgrade = hyper::upgrade::on(&mut request);
     let metrics = state.service.metrics.clone();

@@ -32,6 +32,18 @@ pub struct AppState {
     pub create_limit: Arc<RateLimiter>,
 }
 
+impl AppState {
+    /// Who is calling, counting failures for `/metrics`.
+    pub fn authenticate(&self, headers: &axum::http::HeaderMap) -> Result<Caller, ApiError> {
+        self.auth.authenticate(headers).inspect_err(|_| {
+            self.service
+                .metrics
+                .auth_failures
+                .fetch_add(1, Ordering::Relaxed);
+        })
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
@@ -129,13 +141,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.auth.authenticate(&parts.headers).inspect_err(|_| {
-            state
-                .service
-                .metrics
-                .auth_failures
-                .fetch_add(1, Ordering::Relaxed);
-        })
+        state.authenticate(&parts.headers)
     }
 }
 
