@@ -23,9 +23,9 @@ use uuid::Uuid;
 
 use crate::api::{AppState, request_id_from};
 use crate::error::ApiError;
-use crate::tunnel;
 use crate::metrics::Metrics;
 use crate::service::LiveSession;
+use crate::tunnel;
 
 const PREFIX: &str = "/v1/sessions/";
 const SUFFIX: &str = "/tunnel";
