@@ -79,6 +79,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             hostname: args.hostname.as_deref(),
             user_ns: sys::euid() != 0,
             private_network: args.private_network,
+            account: args.uid.zip(args.gid),
             socket: listener.socket_path(),
         };
         sys::isolate(&spec).context("setting up the sandbox namespaces")?;

@@ -35,6 +35,7 @@ fn sessions_cannot_see_each_other_or_the_server() {
         ls /tmp/b-marker 2>/dev/null && echo "saw-b-tmp"
         echo "homes=$(ls /home)"
         echo "whoami=$(id -u)"
+        echo "name=$(whoami) $(id -gn)"
         "#,
         b_home = b_home.display(),
     );
@@ -71,6 +72,11 @@ fn sessions_cannot_see_each_other_or_the_server() {
     assert_eq!(value("homes"), "sandbox");
     if common::is_root() {
         assert_ne!(value("whoami"), "0", "sandbox commands run as host root");
+        assert_eq!(
+            value("name"),
+            "sandbox sandbox",
+            "the sandbox user has no name"
+        );
     }
 }
 

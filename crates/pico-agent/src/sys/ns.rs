@@ -21,6 +21,9 @@ pub struct IsolateSpec<'a> {
     pub user_ns: bool,
     /// A network namespace of its own, with only a loopback interface.
     pub private_network: bool,
+    /// The numeric uid/gid commands run as when they have no passwd entry on the host:
+    /// they get one inside the sandbox, so `whoami`, git or pip know the user.
+    pub account: Option<(u32, u32)>,
     /// Unix socket file the parent removes once the sandbox is gone.
     pub socket: Option<PathBuf>,
 }
@@ -218,6 +221,61 @@ fn attach_tree(tree: &OwnedFd, target: &Path) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("move_mount to {}: {e}", target.display())))
 }
 
+/// Lays copies of /etc/passwd and /etc/group that also name the sandbox user over the
+/// originals (read-only, in this mount namespace only).
+fn add_account(username: &str, uid: u32, gid: u32) -> io::Result<()> {
+    let dir = Path::new("/tmp/.pico-account");
+    std::fs::create_dir(dir)?;
+    let home = Path::new("/home").join(username);
+    let files = [
+        (
+            "passwd",
+            format!(
+                "{username}:x:{uid}:{gid}:pico sandbox:{}:/bin/sh\n",
+                home.display()
+            ),
+            format!(":{uid}:"),
+        ),
+        (
+            "group",
+            format!("{username}:x:{gid}:\n"),
+            format!(":{gid}:"),
+        ),
+    ];
+    for (name, line, id_field) in files {
+        let original = Path::new("/etc").join(name);
+        let mut text = std::fs::read_to_string(&original).unwrap_or_default();
+        let taken = text
+            .lines()
+            .any(|l| l.split(':').next() == Some(username) || l.contains(&format!(":x{id_field}")));
+        if taken {
+            continue;
+        }
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&line);
+        let copy = dir.join(name);
+        std::fs::write(&copy, text)?;
+        std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        mount(
+            Some(copy.as_os_str().to_str().unwrap_or_default()),
+            &original,
+            None,
+            libc::MS_BIND,
+            None,
+        )?;
+        mount(
+            None,
+            &original,
+            None,
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
 fn setup_mounts(spec: &IsolateSpec<'_>) -> io::Result<()> {
     let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
     // Nothing mounted here may propagate back to the host.
@@ -257,6 +315,9 @@ fn setup_mounts(spec: &IsolateSpec<'_>) -> io::Result<()> {
         nosuid_nodev,
         Some("mode=1777"),
     )?;
+    if let Some((uid, gid)) = spec.account {
+        add_account(spec.username, uid, gid)?;
+    }
     if Path::new("/dev/shm").is_dir() {
         mount(
             Some("tmpfs"),
