@@ -1,6 +1,7 @@
 //! Counters for `/metrics` in the Prometheus text format; plain atomics, no registry.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -90,5 +91,22 @@ impl Metrics {
         self.delete_seconds
             .render("pico_session_delete_seconds", &mut out);
         out
+    }
+}
+
+/// One open tunnel in the gauges: counted when made, uncounted however the relay ends.
+pub struct OpenTunnel(Arc<Metrics>);
+
+impl OpenTunnel {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.tunnels_open.fetch_add(1, Ordering::Relaxed);
+        metrics.tunnels_total.fetch_add(1, Ordering::Relaxed);
+        Self(metrics)
+    }
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.0.tunnels_open.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::api::{AppState, request_id_from};
 use crate::error::{ApiError, REQUEST_ID};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OpenTunnel};
 use crate::service::LiveSession;
 
 /// The only port the authority form may name: the sandbox's SSH server.
@@ -137,9 +137,7 @@ async fn relay<C, S>(
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    metrics.tunnels_open.fetch_add(1, Ordering::Relaxed);
-    metrics.tunnels_total.fetch_add(1, Ordering::Relaxed);
-    let _open = OpenTunnel(metrics.clone());
+    let _open = OpenTunnel::new(metrics.clone());
     let mut backend = Counted {
         inner: backend,
         live: live.clone(),
@@ -195,15 +193,6 @@ where
         Ok(Ok(n)) => backend.write_all(&first[..n]).await,
         Ok(Err(err)) => Err(err),
         Err(_) => Ok(()),
-    }
-}
-
-/// Decrements the open-tunnel gauge however the relay ends.
-struct OpenTunnel(Arc<Metrics>);
-
-impl Drop for OpenTunnel {
-    fn drop(&mut self) {
-        self.0.tunnels_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

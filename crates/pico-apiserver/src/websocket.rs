@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::api::{AppState, request_id_from};
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OpenTunnel};
 use crate::service::LiveSession;
 use crate::tunnel;
 
@@ -150,9 +150,7 @@ async fn relay<C, S>(
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    metrics.tunnels_open.fetch_add(1, Ordering::Relaxed);
-    metrics.tunnels_total.fetch_add(1, Ordering::Relaxed);
-    let _open = OpenTunnel(metrics.clone());
+    let _open = OpenTunnel::new(metrics.clone());
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (mut from_sandbox, mut to_sandbox) = tokio::io::split(backend);
     let count = |n: usize| {
@@ -213,15 +211,6 @@ async fn relay<C, S>(
         error = both => tracing::debug!(session_id = %id, error = ?error, "websocket tunnel closed"),
         _ = live.cancel.cancelled() => tracing::debug!(session_id = %id, "websocket tunnel ended: session gone"),
         _ = shutdown.cancelled() => tracing::debug!(session_id = %id, "websocket tunnel ended: server shutdown"),
-    }
-}
-
-/// Decrements the open-tunnel gauge however the relay ends.
-struct OpenTunnel(Arc<Metrics>);
-
-impl Drop for OpenTunnel {
-    fn drop(&mut self) {
-        self.0.tunnels_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
