@@ -28,9 +28,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+    /// An error whose HTTP status is the one its code owns (`ErrorCode::http_status`).
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
+            status: StatusCode::from_u16(code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             code,
             message: message.into(),
             details: None,
@@ -43,27 +45,28 @@ impl ApiError {
     }
 
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
+        Self::new(ErrorCode::InvalidRequest, message)
     }
 
     pub fn session_not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::SessionNotFound,
-            "Session not found",
-        )
+        Self::new(ErrorCode::SessionNotFound, "Session not found")
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+        Self::new(ErrorCode::Unauthorized, message)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::InternalError,
-            message,
-        )
+        Self::new(ErrorCode::InternalError, message)
+    }
+
+    /// The one status that is not its code's own: a proxy-form CONNECT without credentials
+    /// is challenged with `407` (proxy clients only send credentials after one).
+    pub fn proxy_auth_required(self) -> Self {
+        Self {
+            status: StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ..self
+        }
     }
 
     /// A generic body for a status that no handler produced (e.g. from a middleware).
@@ -81,7 +84,10 @@ impl ApiError {
             _ => ErrorCode::InternalError,
         };
         let message = status.canonical_reason().unwrap_or("Error");
-        Self::new(status, code, message)
+        Self {
+            status,
+            ..Self::new(code, message)
+        }
     }
 
     pub fn body(&self) -> ErrorBody {
@@ -123,28 +129,16 @@ impl IntoResponse for ApiError {
 impl From<RuntimeError> for ApiError {
     fn from(err: RuntimeError) -> Self {
         let message = err.to_string();
-        let (status, code) = match err {
-            RuntimeError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::SandboxTimeout),
-            RuntimeError::Create(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::SandboxCreateFailed,
-            ),
-            RuntimeError::Delete(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::SandboxDeleteFailed,
-            ),
-            RuntimeError::Unreachable(_) => {
-                (StatusCode::BAD_GATEWAY, ErrorCode::SandboxUnreachable)
-            }
-            RuntimeError::Unavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
-            }
-            RuntimeError::Io(_) | RuntimeError::Store(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError)
-            }
+        let code = match err {
+            RuntimeError::Timeout(_) => ErrorCode::SandboxTimeout,
+            RuntimeError::Create(_) => ErrorCode::SandboxCreateFailed,
+            RuntimeError::Delete(_) => ErrorCode::SandboxDeleteFailed,
+            RuntimeError::Unreachable(_) => ErrorCode::SandboxUnreachable,
+            RuntimeError::Unavailable(_) => ErrorCode::Unavailable,
+            RuntimeError::Io(_) | RuntimeError::Store(_) => ErrorCode::InternalError,
         };
         tracing::warn!(error = %message, "runtime error");
-        Self::new(status, code, message)
+        Self::new(code, message)
     }
 }
 

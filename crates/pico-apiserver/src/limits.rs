@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use axum::http::StatusCode;
 use pico_wire::ErrorCode;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -36,7 +35,6 @@ impl TunnelLimits {
     pub fn acquire(&self, session: &Arc<AtomicU32>, owner: &str) -> Result<TunnelSlot, ApiError> {
         let refuse = |scope: &str, limit: u32| {
             ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
                 ErrorCode::QuotaExceeded,
                 format!("at most {limit} open tunnels per {scope}"),
             )
@@ -117,6 +115,7 @@ impl AsyncWrite for Slotted {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     #[test]
     fn slots_are_capped_and_freed_on_drop() {

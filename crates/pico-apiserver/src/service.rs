@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use pico_wire::{CreateSessionRequest, ErrorCode, Session, SessionList, SessionStatus, SshInfo};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -124,7 +123,6 @@ impl SessionService {
             return Ok(());
         }
         Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
             ErrorCode::InvalidTtl,
             format!(
                 "ttl must be between {} and {max} seconds",
@@ -178,9 +176,8 @@ impl SessionService {
         self.check_request(&req)?;
         let (authorized_key, private_key) = match &req.ssh_public_key {
             Some(key) => (
-                keys::validate_public_key(key).map_err(|message| {
-                    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidSshKey, message)
-                })?,
+                keys::validate_public_key(key)
+                    .map_err(|message| ApiError::new(ErrorCode::InvalidSshKey, message))?,
                 None,
             ),
             None => {
@@ -219,7 +216,6 @@ impl SessionService {
                     .count();
                 if owned >= limit as usize {
                     return Err(ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
                         ErrorCode::QuotaExceeded,
                         format!("session limit reached: at most {limit} live sessions per user"),
                     )
@@ -256,9 +252,7 @@ impl SessionService {
                 outcome => {
                     let err = match outcome {
                         Ok(Err(e)) => ApiError::from(e),
-                        _ => ApiError::new(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            ErrorCode::SandboxTimeout,
+                        _ => ApiError::new(ErrorCode::SandboxTimeout,
                             "sandbox was not ready in time",
                         ),
                     };
@@ -380,7 +374,6 @@ impl SessionService {
         let status = live.lock().status;
         if status != SessionStatus::Running {
             return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::SessionNotReady,
                 format!("session is {}", status_name(status)),
             ));

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, Request, Response, Uri, header};
 use axum::response::IntoResponse;
 use hyper::ext::ReasonPhrase;
 use hyper_util::rt::TokioIo;
@@ -33,7 +33,6 @@ const SSH_PORT: u16 = 22;
 pub fn parse_target(uri: &Uri) -> Result<Uuid, ApiError> {
     let refuse = || {
         ApiError::new(
-            StatusCode::FORBIDDEN,
             ErrorCode::Forbidden,
             "pico tunnels only to sessions: CONNECT /v1/sessions/{id}/tunnel or {id}:22",
         )
@@ -169,10 +168,7 @@ fn proxy_challenge(uri: &Uri, headers: &axum::http::HeaderMap, err: ApiError) ->
     if uri.authority().is_none() || has_credentials {
         return err;
     }
-    ApiError {
-        status: StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-        ..err
-    }
+    err.proxy_auth_required()
 }
 
 /// How long the sandbox's first bytes wait for the client's.
@@ -245,6 +241,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     fn target(text: &str) -> Result<Uuid, StatusCode> {
         let uri: Uri = text.parse().map_err(|_| StatusCode::BAD_REQUEST)?;

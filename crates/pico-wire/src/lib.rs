@@ -157,6 +157,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The HTTP status every response with this code carries; the server's only mapping.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidRequest | Self::InvalidTtl | Self::InvalidLimit | Self::InvalidSshKey => {
+                400
+            }
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound | Self::SessionNotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::QuotaExceeded | Self::RateLimited => 429,
+            Self::SandboxCreateFailed | Self::SandboxDeleteFailed | Self::InternalError => 500,
+            Self::SandboxUnreachable => 502,
+            Self::SessionNotReady | Self::Unavailable => 503,
+            Self::SandboxTimeout => 504,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidRequest => "INVALID_REQUEST",
@@ -206,6 +226,21 @@ mod tests {
     fn empty_create_request_is_all_defaults() {
         let req: CreateSessionRequest = serde_json::from_str("{}").expect("parse");
         assert!(req.ttl.is_none() && req.ssh_public_key.is_none() && req.metadata.is_none());
+    }
+
+    #[test]
+    fn error_codes_own_the_statuses_the_contract_gives_them() {
+        for (code, status) in [
+            (ErrorCode::InvalidTtl, 400),
+            (ErrorCode::Unauthorized, 401),
+            (ErrorCode::SessionNotFound, 404),
+            (ErrorCode::PayloadTooLarge, 413),
+            (ErrorCode::QuotaExceeded, 429),
+            (ErrorCode::SandboxUnreachable, 502),
+            (ErrorCode::SessionNotReady, 503),
+        ] {
+            assert_eq!(code.http_status(), status, "{}", code.as_str());
+        }
     }
 
     #[test]

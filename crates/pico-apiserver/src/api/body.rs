@@ -24,7 +24,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
                         ErrorCode::PayloadTooLarge,
                         format!(
                             "request body is larger than {} bytes",
@@ -42,7 +41,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
             let essence = content_type.split(';').next().unwrap_or("").trim();
             if essence != "application/json" && !essence.ends_with("+json") {
                 return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     ErrorCode::UnsupportedMediaType,
                     format!("Content-Type must be application/json, not {essence}"),
                 ));

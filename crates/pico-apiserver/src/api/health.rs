@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use pico_wire::{ErrorCode, HealthResponse};
 
@@ -28,7 +28,6 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<HealthResponse
             status: "ready".into(),
         })),
         Err(err) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             format!("{} runtime not ready: {err}", runtime.name()),
         )),

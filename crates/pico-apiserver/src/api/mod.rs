@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -70,7 +70,6 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found(request: Request) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
         pico_wire::ErrorCode::NotFound,
         format!("no route for {} {}", request.method(), request.uri().path()),
     )
@@ -78,7 +77,6 @@ async fn not_found(request: Request) -> ApiError {
 
 async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
         pico_wire::ErrorCode::MethodNotAllowed,
         format!(
             "{} is not allowed on {}",

@@ -2,7 +2,6 @@
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pico_wire::{
     CreateSessionRequest, ErrorBody, ErrorCode, ExtendSessionRequest, MessageResponse, Session,
@@ -39,7 +38,6 @@ pub async fn create(
     let decision = state.create_limit.check(&caller.sub);
     let mut response = match &decision {
         Some(d) if !d.allowed => ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
             format!("too many creates: at most {} a minute", d.limit),
         )
@@ -88,7 +86,6 @@ pub async fn list(
                     .filter(|l| (1..=pico_wire::MAX_LIMIT).contains(l))
                     .ok_or_else(|| {
                         ApiError::new(
-                            StatusCode::BAD_REQUEST,
                             ErrorCode::InvalidLimit,
                             format!(
                                 "limit must be an integer from 1 to {}",
