@@ -84,6 +84,20 @@ pub struct ServeArgs {
     /// With --isolate: host name in the new UTS namespace.
     #[arg(long, env = "PICO_AGENT_HOSTNAME", requires = "isolate")]
     pub hostname: Option<String>,
+    /// With --isolate: the session's ext4 image, holding its home and every scratch
+    /// directory (`/tmp`, `/var/tmp`, `/run/lock`), so its size bounds what it can write.
+    #[arg(long, env = "PICO_AGENT_DISK", requires = "isolate")]
+    pub disk: Option<PathBuf>,
+    /// With --isolate: a file holding the session's expiry (unix seconds); once it is
+    /// `--orphan-grace` past and `--heartbeat-file` older than that, the sandbox ends.
+    #[arg(long, env = "PICO_AGENT_EXPIRES_FILE", requires = "isolate")]
+    pub expires_file: Option<PathBuf>,
+    /// With --isolate: a file the server touches while it runs.
+    #[arg(long, env = "PICO_AGENT_HEARTBEAT_FILE", requires = "isolate")]
+    pub heartbeat_file: Option<PathBuf>,
+    /// Seconds a sandbox outlives its expiry while no server is alive to adopt it.
+    #[arg(long, env = "PICO_AGENT_ORPHAN_GRACE", default_value_t = 600)]
+    pub orphan_grace: u64,
     /// Close connections idle this many seconds (0 = never).
     #[arg(long, env = "PICO_AGENT_IDLE_TIMEOUT", default_value_t = 0)]
     pub idle_timeout: u64,

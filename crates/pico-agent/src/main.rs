@@ -63,7 +63,7 @@ fn install(dir: &Path) -> anyhow::Result<()> {
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     // Everything that reads host files or binds happens before the namespaces exist.
-    let settings = Arc::new(Settings::from_args(args)?);
+    let mut settings = Settings::from_args(args)?;
     let listener = Listener::bind(&args.listen)?;
     let pid1 = if args.isolate {
         let home_dir = args.home.as_deref().unwrap_or(Path::new("/"));
@@ -81,8 +81,15 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             private_network: args.private_network,
             account: args.uid.zip(args.gid),
             socket: listener.socket_path(),
+            disk: args.disk.as_deref(),
+            expires_file: args.expires_file.as_deref(),
+            heartbeat_file: args.heartbeat_file.as_deref(),
+            grace: std::time::Duration::from_secs(args.orphan_grace),
         };
         sys::isolate(&spec).context("setting up the sandbox namespaces")?;
+        // Before any SSH byte is read: the agent becomes what its commands are.
+        sys::drop_privileges(settings.identity).context("dropping privileges")?;
+        settings.identity = sys::Identity::Inherit;
         true
     } else {
         false
@@ -98,7 +105,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             .enable_all()
             .build()?
     };
-    runtime.block_on(run(listener, settings, pid1))
+    runtime.block_on(run(listener, Arc::new(settings), pid1))
 }
 
 async fn run(listener: Listener, settings: Arc<Settings>, pid1: bool) -> anyhow::Result<()> {

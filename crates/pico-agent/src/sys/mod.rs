@@ -4,8 +4,12 @@
 //! exports is a safe function.
 #![allow(unsafe_code)]
 
+mod disk;
+mod harden;
 mod ns;
+mod watchdog;
 
+pub use harden::drop_privileges;
 pub use ns::{IsolateSpec, isolate};
 
 use std::ffi::CString;

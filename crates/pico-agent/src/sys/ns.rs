@@ -5,10 +5,12 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
 
-use super::{check, close_stdout, cstr, egid, euid};
+use super::watchdog::{DirEntry, Watch, parent_wait};
+use super::{check, cstr, egid, euid};
 
 /// What `--isolate` needs to set up the sandbox.
 pub struct IsolateSpec<'a> {
@@ -24,26 +26,44 @@ pub struct IsolateSpec<'a> {
     /// The numeric uid/gid commands run as when they have no passwd entry on the host:
     /// they get one inside the sandbox, so `whoami`, git or pip know the user.
     pub account: Option<(u32, u32)>,
-    /// Unix socket file the parent removes once the sandbox is gone.
+    /// Unix socket file the parent removes once the sandbox is gone, and whose removal
+    /// (or its directory's) ends the sandbox.
     pub socket: Option<PathBuf>,
+    /// The session's ext4 image: home and every writable scratch directory live on it, so
+    /// its size bounds everything the sandbox can write.
+    pub disk: Option<&'a Path>,
+    /// File with the session's expiry (unix seconds) and file the server touches while it
+    /// runs: past expiry plus `grace` with no heartbeat, the sandbox ends.
+    pub expires_file: Option<&'a Path>,
+    pub heartbeat_file: Option<&'a Path>,
+    pub grace: Duration,
 }
 
-static CHILD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward_signal(signal: libc::c_int) {
-    let pid = CHILD.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, signal) };
-    }
+/// `path` as a directory descriptor and a name in it, opened now: in the new mount
+/// namespace the directory may be hidden.
+fn dir_entry(path: &Path) -> io::Result<DirEntry> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+    Ok(DirEntry {
+        dir: File::open(dir)?,
+        name: CString::new(name).map_err(io::Error::other)?,
+    })
 }
 
 /// Enters fresh namespaces. Returns in the child, PID 1 of the new pid namespace, once its
 /// mounts are in place; the parent never returns: it waits for the child and exits with its
 /// status. Must run before any thread is started.
 pub fn isolate(spec: &IsolateSpec<'_>) -> io::Result<()> {
-    let mut flags =
-        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    // A cgroup namespace too: the agent already sits in the session's groups, which become
+    // its root, so no other session's group is named anywhere inside.
+    let mut flags = libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWCGROUP;
     if spec.user_ns {
         flags |= libc::CLONE_NEWUSER;
     }
@@ -51,25 +71,22 @@ pub fn isolate(spec: &IsolateSpec<'_>) -> io::Result<()> {
         flags |= libc::CLONE_NEWNET;
     }
     let (uid, gid) = (euid(), egid());
-    // The parent shares the new mount namespace, where the socket's directory may be hidden:
-    // it removes the socket through a directory descriptor opened now.
+    // The parent shares the new mount namespace, where the session's directory is hidden:
+    // it watches (and finally removes) the socket through descriptors opened now.
     let socket = match &spec.socket {
         Some(path) => {
-            let dir = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let name = path
-                .file_name()
-                .map(|n| n.as_bytes().to_vec())
-                .unwrap_or_default();
-            Some((
-                File::open(dir)?,
-                CString::new(name).map_err(io::Error::other)?,
-            ))
+            let inode = std::fs::symlink_metadata(path)?.ino();
+            Some((dir_entry(path)?, inode))
         }
         None => None,
     };
+    let watch = Watch {
+        socket,
+        expires: spec.expires_file.map(dir_entry).transpose()?,
+        heartbeat: spec.heartbeat_file.map(dir_entry).transpose()?,
+        grace: spec.grace,
+    };
+    let disk = spec.disk.map(super::disk::open_image).transpose()?;
     // SAFETY: unshare affects only this (still single-threaded) process.
     unsafe { check(libc::unshare(flags))? };
     if spec.user_ns {
@@ -83,13 +100,13 @@ pub fn isolate(spec: &IsolateSpec<'_>) -> io::Result<()> {
     // SAFETY: no other thread exists, so the child starts from a consistent state.
     let pid = unsafe { check(libc::fork())? };
     if pid > 0 {
-        parent_wait(pid, socket);
+        parent_wait(pid, watch);
     }
     // If the parent is killed outright (SIGKILL cannot be forwarded), the sandbox goes too.
     // (The parent lives outside our pid namespace, so getppid cannot check the fork race.)
     // SAFETY: prctl on the calling process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    setup_mounts(spec)
+    setup_mounts(spec, disk.as_ref())
 }
 
 /// A new network namespace starts with `lo` down; bring it up so that programs in the
@@ -120,41 +137,7 @@ fn loopback_up() -> io::Result<()> {
     result.map(|_| ())
 }
 
-/// The parent's whole remaining life: forward signals, wait, exit like the child.
-fn parent_wait(child: i32, socket: Option<(File, CString)>) -> ! {
-    CHILD.store(child, Ordering::SeqCst);
-    let _ = close_stdout();
-    let handler = forward_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: installs an async-signal-safe handler.
-        unsafe { libc::signal(signal, handler) };
-    }
-    let mut status = 0;
-    loop {
-        // SAFETY: valid out pointer.
-        let ret = unsafe { libc::waitpid(child, &mut status, 0) };
-        if ret == child {
-            break;
-        }
-        if ret == -1 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            break;
-        }
-    }
-    if let Some((dir, name)) = socket {
-        // SAFETY: valid directory descriptor and C string.
-        unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
-    }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        1
-    };
-    std::process::exit(code)
-}
-
-fn mount(
+pub(super) fn mount(
     src: Option<&str>,
     target: &Path,
     fstype: Option<&str>,
@@ -276,7 +259,115 @@ fn add_account(username: &str, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
-fn setup_mounts(spec: &IsolateSpec<'_>) -> io::Result<()> {
+/// Detached copies of the session's writable trees, taken before anything is covered.
+struct Trees {
+    home: OwnedFd,
+    /// `/tmp`, `/var/tmp` and `/run/lock` on the session's disk; `None` = a tmpfs each.
+    scratch: Option<[OwnedFd; 3]>,
+    /// The host's resolver configuration when it lives under `/run` (systemd-resolved),
+    /// which the sandbox's own `/run` would otherwise hide.
+    resolv: Option<(OwnedFd, PathBuf)>,
+}
+
+const SCRATCH: [&str; 3] = ["tmp", "var-tmp", "run-lock"];
+
+/// Mounts the session's disk on its home directory (in this namespace only) and lays out
+/// `home` and the scratch directories on it; `tmp` and `run-lock` start empty each time.
+fn disk_trees(disk: &File, mountpoint: &Path, account: Option<(u32, u32)>) -> io::Result<Trees> {
+    use std::os::unix::fs::PermissionsExt;
+    super::disk::mount_image(disk, mountpoint)?;
+    let home = mountpoint.join("home");
+    if !home.is_dir() {
+        std::fs::create_dir(&home)?;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
+        if let Some((uid, gid)) = account {
+            std::os::unix::fs::chown(&home, Some(uid), Some(gid))?;
+        }
+    }
+    let mut scratch = Vec::new();
+    for name in SCRATCH {
+        let dir = mountpoint.join(name);
+        if name != "var-tmp" && dir.is_dir() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        if !dir.is_dir() {
+            std::fs::create_dir(&dir)?;
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))?;
+        scratch.push(clone_tree(&dir)?);
+    }
+    Ok(Trees {
+        home: clone_tree(&home)?,
+        scratch: scratch.try_into().ok(),
+        resolv: None,
+    })
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+
+/// `struct mount_attr` of `<linux/mount.h>`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Makes every mount of the host's tree read-only and nosuid (in this namespace), so the
+/// only writable places are the sandbox's own, mounted afterwards.
+fn read_only_host() -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: valid C string and attribute struct of the size passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            AT_RECURSIVE,
+            &attr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(i32::try_from(ret).unwrap_or(-1))
+        .map(drop)
+        .map_err(|e| io::Error::new(e.kind(), format!("making the host read-only: {e}")))
+}
+
+/// A writable directory of the sandbox at `target`: the disk's tree, or a fresh tmpfs.
+fn scratch_at(tree: Option<&OwnedFd>, target: &Path) -> io::Result<()> {
+    match tree {
+        Some(tree) => attach_tree(tree, target),
+        None => mount(
+            Some("tmpfs"),
+            target,
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some("mode=1777"),
+        ),
+    }
+}
+
+/// An empty read-only tmpfs over `path`.
+fn cover(path: &Path, mode: &str) -> io::Result<()> {
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some(mode))?;
+    mount(
+        None,
+        path,
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | flags,
+        None,
+    )
+}
+
+fn setup_mounts(spec: &IsolateSpec<'_>, disk: Option<&File>) -> io::Result<()> {
     let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
     // Nothing mounted here may propagate back to the host.
     mount(
@@ -286,6 +377,28 @@ fn setup_mounts(spec: &IsolateSpec<'_>) -> io::Result<()> {
         libc::MS_REC | libc::MS_PRIVATE,
         None,
     )?;
+    // Detached copies of the writable trees, taken before /home, /tmp or the state
+    // directory (where they may live) are covered.
+    let mut trees = match disk {
+        Some(disk) => disk_trees(disk, spec.home, spec.account)?,
+        None => Trees {
+            home: clone_tree(spec.home)?,
+            scratch: None,
+            resolv: None,
+        },
+    };
+    if let Ok(resolv) = std::fs::canonicalize("/etc/resolv.conf")
+        && resolv.starts_with("/run")
+    {
+        trees.resolv = Some((clone_tree(&resolv)?, resolv));
+    }
+    match read_only_host() {
+        Ok(()) => {}
+        // In a user namespace (server not root) the sandbox runs as the server's own uid,
+        // which owns what it can write anyway; as root this is a hard requirement.
+        Err(e) if spec.user_ns => tracing::warn!(error = %e, "host file system stays writable"),
+        Err(e) => return Err(e),
+    }
     mount(
         Some("proc"),
         Path::new("/proc"),
@@ -294,10 +407,6 @@ fn setup_mounts(spec: &IsolateSpec<'_>) -> io::Result<()> {
         None,
     )?;
     let home_root = Path::new("/home");
-    // A detached copy of the home directory's mount, taken before /home or /tmp (where the
-    // home may live) are covered, and attached at /home/<user> afterwards.
-    let home_tree = clone_tree(spec.home)?;
-    std::fs::create_dir_all(home_root)?;
     mount(
         Some("tmpfs"),
         home_root,
@@ -307,18 +416,35 @@ fn setup_mounts(spec: &IsolateSpec<'_>) -> io::Result<()> {
     )?;
     let home = home_root.join(spec.username);
     std::fs::create_dir(&home)?;
-    attach_tree(&home_tree, &home)?;
+    attach_tree(&trees.home, &home)?;
+    let scratch = trees.scratch.as_ref();
+    scratch_at(scratch.map(|s| &s[0]), Path::new("/tmp"))?;
+    if Path::new("/var/tmp").is_dir() {
+        scratch_at(scratch.map(|s| &s[1]), Path::new("/var/tmp"))?;
+    }
+    // The host's /run holds its services' sockets: the sandbox gets its own.
     mount(
         Some("tmpfs"),
-        Path::new("/tmp"),
+        Path::new("/run"),
         Some("tmpfs"),
-        nosuid_nodev,
-        Some("mode=1777"),
+        nosuid_nodev | libc::MS_NOEXEC,
+        Some("mode=0755"),
     )?;
+    std::fs::create_dir(Path::new("/run/lock"))?;
+    scratch_at(scratch.map(|s| &s[2]), Path::new("/run/lock"))?;
+    std::os::unix::fs::symlink("/dev/shm", "/run/shm")?;
+    if let Some((tree, path)) = &trees.resolv {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        File::create(path)?;
+        attach_tree(tree, path)?;
+    }
     if let Some((uid, gid)) = spec.account {
         add_account(spec.username, uid, gid)?;
     }
     if Path::new("/dev/shm").is_dir() {
+        // Memory-backed, so counted by the session's memory limit.
         mount(
             Some("tmpfs"),
             Path::new("/dev/shm"),
@@ -327,19 +453,14 @@ fn setup_mounts(spec: &IsolateSpec<'_>) -> io::Result<()> {
             Some("mode=1777"),
         )?;
     }
+    // Every session's group lives under /sys/fs/cgroup: the sandbox sees none of them.
+    if Path::new("/sys/fs/cgroup").is_dir() {
+        cover(Path::new("/sys/fs/cgroup"), "mode=0555")?;
+    }
     for path in spec.hide {
-        if !path.is_dir() {
-            continue;
+        if path.is_dir() {
+            cover(path, "mode=0755")?;
         }
-        let flags = nosuid_nodev | libc::MS_NOEXEC;
-        mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some("mode=0755"))?;
-        mount(
-            None,
-            path,
-            None,
-            libc::MS_REMOUNT | libc::MS_RDONLY | flags,
-            None,
-        )?;
     }
     if let Some(name) = spec.hostname {
         // SAFETY: pointer and length describe the name's bytes.
