@@ -108,6 +108,17 @@ pub struct Config {
     #[arg(long, env = "PICO_SESSION_PIDS", default_value_t = 1024)]
     pub session_pids: u64,
 
+    /// CPUs of one local sandbox, all its processes together (cgroup CPU quota; e.g. 0.5, 2;
+    /// 0 = no limit).
+    #[arg(long, env = "PICO_SESSION_CPUS", default_value = "1")]
+    pub session_cpus: String,
+
+    /// Disk of one local sandbox: its home and every directory it can write (`/tmp`,
+    /// `/var/tmp`, `/run/lock`) live on one ext4 image of this size (e.g. 512M, 10G;
+    /// 0 = no image, no limit). Needs root and mkfs.ext4.
+    #[arg(long, env = "PICO_SESSION_DISK", default_value = "10G")]
+    pub session_disk: String,
+
     /// Open tunnels one session may have at once (0 = unlimited).
     #[arg(long, env = "PICO_MAX_TUNNELS_PER_SESSION", default_value_t = 256)]
     pub max_tunnels_per_session: u32,

@@ -141,7 +141,10 @@ fn local(config: &Config) -> anyhow::Result<Backend> {
             memory: runtime::cgroup::parse_size(&config.session_memory)
                 .map_err(anyhow::Error::msg)?,
             pids: config.session_pids,
+            millicpus: runtime::cgroup::parse_cpus(&config.session_cpus)
+                .map_err(anyhow::Error::msg)?,
         },
+        disk: runtime::cgroup::parse_size(&config.session_disk).map_err(anyhow::Error::msg)?,
     })?;
     Ok((Arc::new(LocalRecords(Arc::new(store))), Arc::new(runtime)))
 }

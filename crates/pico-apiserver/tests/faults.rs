@@ -130,7 +130,9 @@ fn a_full_disk_fails_creates_cleanly_and_recovers() {
     }
     let _unmount = Unmount(dir.path());
     let state_dir = dir.path().join("state");
-    let server = Server::start_in(&state_dir, &[]);
+    // Homes as plain directories on the small disk (a session disk image would stop the
+    // filling sandbox at its own size, see limits.rs).
+    let server = Server::start_in(&state_dir, &["--session-disk", "0"]);
     let first = server.request("POST", "/v1/sessions").send();
     assert_eq!(first.status, 200, "{}\n{}", first.text(), server.logs());
     let session = first.json();

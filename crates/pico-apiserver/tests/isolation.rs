@@ -7,7 +7,8 @@ use common::{Server, SshTarget, stderr, stdout};
 
 #[test]
 fn sessions_cannot_see_each_other_or_the_server() {
-    let server = Server::start_outside_tmp(&[]);
+    // Without a disk image, so that B's home is a plain directory A could try to reach.
+    let server = Server::start_outside_tmp(&["--session-disk", "0"]);
     let a = server.create(None, "");
     let b = server.create(None, "");
     let (ssh_a, ssh_b) = (

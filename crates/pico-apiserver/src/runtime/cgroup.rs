@@ -1,6 +1,6 @@
-//! Per-session memory and process limits for the local runtime, through the kernel's
-//! cgroups: v2 when the unified hierarchy is mounted at /sys/fs/cgroup, else the v1 `memory`
-//! and `pids` controllers. Each session gets `pico/<id>` in each; the agent joins them before
+//! Per-session memory, process and CPU limits for the local runtime, through the kernel's
+//! cgroups: v2 when the unified hierarchy is mounted at /sys/fs/cgroup, else the v1 `memory`,
+//! `pids` and `cpu` controllers. Each session gets `pico/<id>` in each; the agent joins them before
 //! it starts, so every process of the sandbox is counted.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +15,12 @@ pub struct Limits {
     pub memory: u64,
     /// Processes and threads in the whole sandbox (0 = unlimited).
     pub pids: u64,
+    /// CPU time of the whole sandbox in thousandths of a CPU (0 = unlimited).
+    pub millicpus: u64,
 }
+
+/// The CFS period the CPU quota is expressed in (the kernel's default, 100 ms).
+const CPU_PERIOD_US: u64 = 100_000;
 
 #[derive(Debug, Clone)]
 pub enum Cgroups {
@@ -23,10 +28,13 @@ pub enum Cgroups {
     V1 {
         memory: PathBuf,
         pids: PathBuf,
+        cpu: PathBuf,
     },
     /// Not root, or no usable controllers: limits cannot be applied.
     Unavailable(String),
 }
+
+const CONTROLLERS: &str = "+memory +pids +cpu";
 
 fn write(path: &Path, value: &str) -> std::io::Result<()> {
     std::fs::write(path, value)
@@ -45,21 +53,25 @@ impl Cgroups {
         if root.join("cgroup.controllers").is_file() {
             let parent = root.join(&server);
             let enabled = std::fs::create_dir_all(&parent)
-                .and_then(|()| write(&root.join("cgroup.subtree_control"), "+memory +pids"))
-                .and_then(|()| write(&root.join("pico/cgroup.subtree_control"), "+memory +pids"))
-                .and_then(|()| write(&parent.join("cgroup.subtree_control"), "+memory +pids"));
+                .and_then(|()| write(&root.join("cgroup.subtree_control"), CONTROLLERS))
+                .and_then(|()| write(&root.join("pico/cgroup.subtree_control"), CONTROLLERS))
+                .and_then(|()| write(&parent.join("cgroup.subtree_control"), CONTROLLERS));
             return match enabled {
                 Ok(()) => Self::V2(parent),
                 Err(e) => Self::Unavailable(format!("cgroup v2 controllers: {e}")),
             };
         }
-        let (memory, pids) = (
+        let (memory, pids, cpu) = (
             root.join("memory").join(&server),
             root.join("pids").join(&server),
+            root.join("cpu").join(&server),
         );
-        match std::fs::create_dir_all(&memory).and_then(|()| std::fs::create_dir_all(&pids)) {
-            Ok(()) => Self::V1 { memory, pids },
-            Err(e) => Self::Unavailable(format!("cgroup v1 memory/pids controllers: {e}")),
+        let made = [&memory, &pids, &cpu]
+            .into_iter()
+            .try_for_each(std::fs::create_dir_all);
+        match made {
+            Ok(()) => Self::V1 { memory, pids, cpu },
+            Err(e) => Self::Unavailable(format!("cgroup v1 memory/pids/cpu controllers: {e}")),
         }
     }
 
@@ -67,7 +79,9 @@ impl Cgroups {
         let name = id.to_string();
         match self {
             Self::V2(parent) => vec![parent.join(name)],
-            Self::V1 { memory, pids } => vec![memory.join(&name), pids.join(name)],
+            Self::V1 { memory, pids, cpu } => {
+                vec![memory.join(&name), pids.join(&name), cpu.join(name)]
+            }
             Self::Unavailable(_) => Vec::new(),
         }
     }
@@ -92,6 +106,14 @@ impl Cgroups {
                 write(&dirs[0].join("pids.max"), &value(limits.pids))?;
                 // Without swap accounting a sandbox could page its way past the limit.
                 let _ = write(&dirs[0].join("memory.swap.max"), "0");
+                let quota = match limits.millicpus {
+                    0 => "max".to_owned(),
+                    m => (m * CPU_PERIOD_US / 1000).to_string(),
+                };
+                write(
+                    &dirs[0].join("cpu.max"),
+                    &format!("{quota} {CPU_PERIOD_US}"),
+                )?;
             }
             Self::V1 { .. } => {
                 let memory = if limits.memory == 0 {
@@ -101,6 +123,15 @@ impl Cgroups {
                 };
                 write(&dirs[0].join("memory.limit_in_bytes"), &memory)?;
                 write(&dirs[1].join("pids.max"), &value(limits.pids))?;
+                let quota = match limits.millicpus {
+                    0 => "-1".to_owned(),
+                    m => (m * CPU_PERIOD_US / 1000).to_string(),
+                };
+                write(
+                    &dirs[2].join("cpu.cfs_period_us"),
+                    &CPU_PERIOD_US.to_string(),
+                )?;
+                write(&dirs[2].join("cpu.cfs_quota_us"), &quota)?;
             }
             Self::Unavailable(_) => {}
         }
@@ -111,7 +142,7 @@ impl Cgroups {
     pub fn session_ids(&self) -> Vec<Uuid> {
         let parents: Vec<&PathBuf> = match self {
             Self::V2(parent) => vec![parent],
-            Self::V1 { memory, pids } => vec![memory, pids],
+            Self::V1 { memory, pids, cpu } => vec![memory, pids, cpu],
             Self::Unavailable(_) => Vec::new(),
         };
         let mut ids: Vec<Uuid> = parents
@@ -155,6 +186,22 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Parses a CPU count like `1`, `0.5` or `2` into thousandths of a CPU (`0` = no limit).
+pub fn parse_cpus(text: &str) -> Result<u64, String> {
+    let cpus: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of CPUs like 1, 0.5 or 2"))?;
+    if !(0.0..=4096.0).contains(&cpus) {
+        return Err(format!("{text:?}: CPUs must lie between 0 and 4096"));
+    }
+    let millis = (cpus * 1000.0).round() as u64;
+    if cpus > 0.0 && millis < 10 {
+        return Err(format!("{text:?}: at least 0.01 CPU"));
+    }
+    Ok(millis)
+}
+
 /// Parses `0`, `1048576`, `512K`, `64M`, `4G` (binary units) into bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -189,5 +236,15 @@ mod tests {
         assert_eq!(parse_size("4G"), Ok(4 << 30));
         assert_eq!(parse_size("2GiB"), Ok(2 << 30));
         assert!(parse_size("lots").is_err() && parse_size("5X").is_err());
+    }
+
+    #[test]
+    fn cpus() {
+        assert_eq!(parse_cpus("1"), Ok(1000));
+        assert_eq!(parse_cpus("0.5"), Ok(500));
+        assert_eq!(parse_cpus("0"), Ok(0));
+        assert!(
+            parse_cpus("-1").is_err() && parse_cpus("x").is_err() && parse_cpus("0.001").is_err()
+        );
     }
 }

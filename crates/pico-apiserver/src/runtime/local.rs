@@ -1,16 +1,19 @@
 //! The local runtime: one isolated `pico-agent` process per session, no cluster needed.
 //!
 //! Layout under `<state-dir>/sessions/<id>/`: `host_key`, `authorized_keys`, `uid`,
-//! `agent.pid`, `agent.sock`, `agent.log` and `home/`. The agent reads its keys and binds its
-//! socket, then enters fresh namespaces in which the whole state directory is hidden.
+//! `expires_at`, `agent.pid`, `agent.sock`, `agent.log`, `home/` and (as root, with
+//! `--session-disk`) `disk.img`, mounted on `home/` inside the sandbox only. The agent reads
+//! its keys and binds its socket, then enters fresh namespaces in which the whole state
+//! directory is hidden. `<state-dir>/heartbeat` is touched while the server runs: an agent
+//! whose session expired long ago with no live server ends itself (`sys::watchdog` of the
+//! agent).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
@@ -18,13 +21,14 @@ use tokio::process::Command;
 use uuid::Uuid;
 
 use super::cgroup::{Cgroups, Limits};
+use super::disk;
+use super::uids::UidPool;
 use super::{BoxedStream, Recovery, Runtime, RuntimeError, SandboxSpec};
 use crate::store::SessionRecord;
 use crate::sys;
 
-/// Sessions get host uids from this base upward when the server runs as root.
-const UID_BASE: u32 = 200_000;
-const UID_SLOTS: u32 = 60_000;
+/// How often the server touches its heartbeat file; far below the agents' orphan grace.
+const HEARTBEAT: Duration = Duration::from_secs(30);
 
 pub struct LocalConfig {
     pub state_dir: PathBuf,
@@ -34,6 +38,8 @@ pub struct LocalConfig {
     pub limits: Limits,
     /// Each sandbox in a network namespace of its own.
     pub private_network: bool,
+    /// Bytes of disk of each sandbox (0 = unlimited; applied as root).
+    pub disk: u64,
 }
 
 pub struct LocalRuntime {
@@ -45,7 +51,9 @@ pub struct LocalRuntime {
     private_network: bool,
     limits: Limits,
     cgroups: Cgroups,
-    used_uids: Mutex<BTreeSet<u32>>,
+    uids: UidPool,
+    /// `mkfs.ext4` and the image size, when sessions get a disk of their own.
+    disk: Option<(PathBuf, u64)>,
     /// Serialises starts of the same session (create vs. a restart on connect).
     starting: tokio::sync::Mutex<HashMap<Uuid, ()>>,
 }
@@ -72,11 +80,32 @@ impl LocalRuntime {
         } else {
             Cgroups::Unavailable("the server is not root".into())
         };
-        let wants_limits = config.limits.memory > 0 || config.limits.pids > 0;
+        let wants_limits =
+            config.limits.memory > 0 || config.limits.pids > 0 || config.limits.millicpus > 0;
         if let (Cgroups::Unavailable(why), true) = (&cgroups, wants_limits) {
-            tracing::warn!(reason = %why, "per-session memory and process limits are not applied");
+            tracing::warn!(reason = %why, "per-session memory, process and CPU limits are not applied");
         }
+        let disk = match (config.disk, as_root) {
+            (0, _) => None,
+            (size, true) => {
+                let mkfs = disk::find_mkfs().ok_or_else(|| {
+                    RuntimeError::Unavailable(
+                        "--session-disk needs mkfs.ext4 (Debian package e2fsprogs); \
+                         install it or pass --session-disk 0"
+                            .into(),
+                    )
+                })?;
+                Some((mkfs, size))
+            }
+            (_, false) => {
+                tracing::warn!("per-session disk limits need the server to run as root");
+                None
+            }
+        };
+        spawn_heartbeat(config.state_dir.join("heartbeat"));
         Ok(Self {
+            disk,
+            uids: UidPool::new(config.state_dir.join("uid-next")),
             private_network: config.private_network,
             limits: config.limits,
             cgroups,
@@ -85,7 +114,6 @@ impl LocalRuntime {
             agent_binary: config.agent_binary,
             ready_timeout: config.ready_timeout,
             as_root,
-            used_uids: Mutex::new(BTreeSet::new()),
             starting: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -95,19 +123,9 @@ impl LocalRuntime {
     }
 
     fn allocate_uid(&self) -> Result<u32, RuntimeError> {
-        let mut used = self.used_uids.lock().unwrap_or_else(|e| e.into_inner());
-        let uid = (UID_BASE..UID_BASE + UID_SLOTS)
-            .find(|uid| !used.contains(uid))
-            .ok_or_else(|| RuntimeError::Create("no free sandbox uid".into()))?;
-        used.insert(uid);
-        Ok(uid)
-    }
-
-    fn release_uid(&self, uid: u32) {
-        self.used_uids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&uid);
+        self.uids
+            .allocate()?
+            .ok_or_else(|| RuntimeError::Create("no free sandbox uid".into()))
     }
 
     async fn read_uid(&self, dir: &Path) -> Option<u32> {
@@ -132,9 +150,21 @@ impl LocalRuntime {
         write_private(&dir.join("username"), &spec.record.username).await?;
         let home = dir.join("home");
         std::fs::DirBuilder::new().mode(0o700).create(&home)?;
+        write_expiry(dir, spec.record).await?;
         if let Some(uid) = uid {
             write_private(&dir.join("uid"), &uid.to_string()).await?;
             std::os::unix::fs::chown(&home, Some(uid), Some(uid))?;
+        }
+        if let Some((mkfs, size)) = &self.disk {
+            // Sparse: refuse when the host could not hold even this one session's disk.
+            let free = sys::available_bytes(dir)?;
+            if free < *size {
+                return Err(RuntimeError::Create(format!(
+                    "the state directory's file system has {free} bytes free, less than one \
+                     session's disk ({size})"
+                )));
+            }
+            disk::make_image(mkfs, &dir.join(disk::IMAGE), *size).await?;
         }
         Ok(())
     }
@@ -173,6 +203,14 @@ impl LocalRuntime {
         if self.private_network {
             command.arg("--private-network");
         }
+        if dir.join(disk::IMAGE).is_file() {
+            command.arg("--disk").arg(dir.join(disk::IMAGE));
+        }
+        command
+            .arg("--expires-file")
+            .arg(dir.join("expires_at"))
+            .arg("--heartbeat-file")
+            .arg(self.state_dir.join("heartbeat"));
         if self.as_root {
             let uid = self
                 .read_uid(&dir)
@@ -274,7 +312,7 @@ impl LocalRuntime {
         self.cgroups.remove(id).await;
         let dir = self.dir(id);
         if let Some(uid) = self.read_uid(&dir).await {
-            self.release_uid(uid);
+            self.uids.release(uid);
         }
         match tokio::fs::remove_dir_all(&dir).await {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(RuntimeError::Delete(format!(
@@ -323,7 +361,7 @@ impl Runtime for LocalRuntime {
                 tracing::warn!(session_id = %id, error = %cleanup, "cleanup after failed create");
             }
             if let Some(uid) = uid {
-                self.release_uid(uid);
+                self.uids.release(uid);
             }
             return Err(err);
         }
@@ -373,11 +411,10 @@ impl Runtime for LocalRuntime {
                 .read_uid(&dir)
                 .await
                 .ok_or_else(|| RuntimeError::Unavailable("session uid file missing".into()))?;
-            self.used_uids
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(uid);
+            self.uids.claim(uid);
         }
+        // The expiry may have been extended since the agent learnt it.
+        write_expiry(&dir, record).await?;
         if self.live_agent_pid(record.id).await.is_some() && self.dial(record.id).await.is_ok() {
             return Ok(Recovery::Adopted);
         }
@@ -410,6 +447,38 @@ impl Runtime for LocalRuntime {
         }
         Ok(removed)
     }
+}
+
+/// The session's expiry in unix seconds, for the agent's watchdog.
+async fn write_expiry(dir: &Path, record: &SessionRecord) -> Result<(), RuntimeError> {
+    write_private(
+        &dir.join("expires_at"),
+        &record.expires_at.unix_timestamp().to_string(),
+    )
+    .await
+}
+
+/// Touches `path` every `HEARTBEAT` while the server runs (outside a tokio runtime, e.g.
+/// in a unit test, there is nothing to keep alive).
+fn spawn_heartbeat(path: PathBuf) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        let mut ticks = tokio::time::interval(HEARTBEAT);
+        loop {
+            ticks.tick().await;
+            let touched = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .and_then(|file| file.set_modified(SystemTime::now()));
+            if let Err(e) = touched {
+                tracing::warn!(path = %path.display(), error = %e, "cannot touch the heartbeat file");
+            }
+        }
+    });
 }
 
 async fn read_username(dir: &Path) -> String {

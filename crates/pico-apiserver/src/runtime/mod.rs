@@ -1,8 +1,10 @@
 //! The sandbox runtime trait; the REST and tunnel code do not know which runtime runs.
 
 pub mod cgroup;
+mod disk;
 pub mod kubernetes;
 pub mod local;
+mod uids;
 
 use std::pin::Pin;
 
