@@ -38,13 +38,15 @@ impl Server {
             .arg(&state_dir)
             .arg("--agent-binary")
             .arg(bin_dir.join("pico-agent"))
-            // The benchmarks open more tunnels into one session than the defaults allow.
+            // The benchmarks open more tunnels and sessions than the defaults allow.
             .args([
                 "--max-tunnels-per-session",
                 "0",
                 "--max-tunnels-per-user",
                 "0",
                 "--create-rate",
+                "0",
+                "--max-sessions-per-user",
                 "0",
             ])
             .env("RUST_LOG", "warn")

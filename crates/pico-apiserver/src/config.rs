@@ -6,6 +6,14 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Sessions of `per_session` bytes that fit in `total` with memory limits overcommitted
+/// twice (limits are ceilings; most sandboxes idle far below them), at least 1.
+fn fits_in_memory(total: u64, per_session: u64) -> u32 {
+    u32::try_from(total.saturating_mul(2) / per_session.max(1))
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "pico-apiserver",
@@ -90,9 +98,11 @@ pub struct Config {
     #[arg(long, env = "PICO_MAX_TTL", default_value_t = pico_wire::MAX_TTL)]
     pub max_ttl: u64,
 
-    /// Live sessions one user may hold (0 = unlimited).
-    #[arg(long, env = "PICO_MAX_SESSIONS_PER_USER", default_value_t = 0)]
-    pub max_sessions_per_user: u32,
+    /// Live sessions one user may hold (0 = unlimited). Default on the local runtime: what
+    /// fits the machine, twice its memory over `--session-memory` (at least 1); on
+    /// Kubernetes: unlimited (the cluster's quotas decide).
+    #[arg(long, env = "PICO_MAX_SESSIONS_PER_USER")]
+    pub max_sessions_per_user: Option<u32>,
 
     /// Network of local sandboxes: `isolated` (own namespace, loopback only: sandboxes reach
     /// neither each other's services nor the host's) or `host` (the host's network).
@@ -262,6 +272,18 @@ impl Config {
         }
     }
 
+    /// `--max-sessions-per-user`, or the default that fits this machine (see the flag).
+    pub fn sessions_per_user(&self) -> u32 {
+        if let Some(limit) = self.max_sessions_per_user {
+            return limit;
+        }
+        let memory = crate::runtime::cgroup::parse_size(&self.session_memory).unwrap_or(0);
+        if self.effective_runtime() == RuntimeKind::Kubernetes || memory == 0 {
+            return 0;
+        }
+        fits_in_memory(crate::sys::total_memory(), memory)
+    }
+
     pub fn create_timeout(&self) -> Duration {
         Duration::from_secs(self.create_timeout)
     }
@@ -299,3 +321,15 @@ impl Config {
 }
 
 pub use crate::sys::is_root;
+
+#[cfg(test)]
+mod sessions_per_user_tests {
+    use super::fits_in_memory;
+
+    #[test]
+    fn the_default_quota_fits_the_machine() {
+        // The host of issue 14: 23 GiB and 4 GiB sessions took 60; now 11 fit.
+        assert_eq!(fits_in_memory(23 << 30, 4 << 30), 11);
+        assert_eq!(fits_in_memory(1 << 30, 4 << 30), 1);
+    }
+}

@@ -82,7 +82,7 @@ pub async fn run(
         runtime,
         Settings {
             max_ttl: config.max_ttl,
-            max_sessions_per_user: config.max_sessions_per_user,
+            max_sessions_per_user: config.sessions_per_user(),
             ssh_username: config.ssh_username.clone(),
             create_timeout: config.create_timeout(),
             max_tunnels_per_session: config.max_tunnels_per_session,

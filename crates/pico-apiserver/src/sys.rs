@@ -104,3 +104,17 @@ pub fn available_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     }
     Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
+
+/// Bytes of memory of this machine (0 when unknown).
+pub fn total_memory() -> u64 {
+    // SAFETY: sysconf takes a plain integer.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    u64::try_from(pages)
+        .unwrap_or(0)
+        .saturating_mul(u64::try_from(size).unwrap_or(0))
+}

@@ -160,3 +160,24 @@ fn find_dir(dir: &std::path::Path, name: &str, depth: u32) -> Vec<std::path::Pat
     }
     found
 }
+
+/// Finding 14.6: without `--max-sessions-per-user` a user holds only what fits the machine
+/// (twice its memory over `--session-memory`): with sessions as large as the machine, two.
+#[test]
+fn the_default_session_quota_fits_the_machine() {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemTotal");
+    let memory = format!("{}K", kib);
+    let server = Server::start(&["--session-memory", &memory, "--session-disk", "0"]);
+    for _ in 0..2 {
+        server.create(None, "");
+    }
+    server
+        .request("POST", "/v1/sessions")
+        .send()
+        .assert_error(429, "QUOTA_EXCEEDED");
+}

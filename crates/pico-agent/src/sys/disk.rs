@@ -79,13 +79,31 @@ fn attach(image: &File) -> io::Result<File> {
 
 /// Opens the image. Before the mount namespace is made: a file open for writing through
 /// the namespace's copy of a mount would keep that mount from becoming read-only.
+///
+/// It is also locked: the loop device keeps this open file (and so the lock) until the
+/// last mount of the image is gone, so the agent of a restarted sandbox waits here until
+/// its killed predecessor's namespace has let go, and an image is never mounted twice.
 pub fn open_image(image: &Path) -> io::Result<File> {
-    File::options()
+    let file = File::options()
         .read(true)
         .write(true)
         .open(image)
-        .map_err(|e| io::Error::new(e.kind(), format!("--disk {}: {e}", image.display())))
+        .map_err(|e| io::Error::new(e.kind(), format!("--disk {}: {e}", image.display())))?;
+    for _ in 0..LOCK_TRIES {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(io::Error::other(format!(
+        "--disk {} is still mounted by another sandbox",
+        image.display()
+    )))
 }
+
+/// 50 ms apart: ten seconds for a killed sandbox's mounts to go.
+const LOCK_TRIES: u32 = 200;
 
 /// Mounts the ext4 image `file` on `target` (nosuid, nodev).
 pub fn mount_image(file: &File, target: &Path) -> io::Result<()> {
