@@ -94,13 +94,29 @@ print("add_key", "ok" if r >= 0 else os.strerror(ctypes.get_errno()))'"#,
 #[test]
 #[ignore = "needs root"]
 fn no_unix_socket_leads_out_of_a_sandbox() {
-    let host_dir = tempfile::Builder::new()
-        .prefix("pico-sock")
-        .tempdir_in("/run")
-        .expect("tempdir in /run");
-    let host_socket = host_dir.path().join("host.sock");
-    let _host_listener = std::os::unix::net::UnixListener::bind(&host_socket).expect("bind");
-    for path in [host_dir.path(), host_socket.as_path()] {
+    // World-writable host sockets: one under /run, one elsewhere (here /var/cache).
+    let host_dirs: Vec<tempfile::TempDir> = ["/run", "/var/cache"]
+        .into_iter()
+        .map(|parent| {
+            tempfile::Builder::new()
+                .prefix("pico-sock")
+                .tempdir_in(parent)
+                .expect("tempdir")
+        })
+        .collect();
+    let host_sockets: Vec<std::path::PathBuf> = host_dirs
+        .iter()
+        .map(|d| d.path().join("host.sock"))
+        .collect();
+    let _listeners: Vec<std::os::unix::net::UnixListener> = host_sockets
+        .iter()
+        .map(|path| std::os::unix::net::UnixListener::bind(path).expect("bind"))
+        .collect();
+    for path in host_dirs
+        .iter()
+        .map(|d| d.path())
+        .chain(host_sockets.iter().map(|p| p.as_path()))
+    {
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o777))
             .expect("chmod");
     }
@@ -141,14 +157,15 @@ time.sleep(600)
     let probe = format!(
         r#"python3 -c 'import socket, subprocess
 paths = subprocess.run(["find", "/", "-name", "pico-b.sock"], capture_output=True, text=True).stdout.split()
-for p in paths + ["\0pico-abstract", "{}"]:
+for p in paths + ["\0pico-abstract", "{}", "{}"]:
     s = socket.socket(socket.AF_UNIX)
     try:
         s.connect(p)
         print("reached", repr(p))
     except OSError:
         pass'"#,
-        host_socket.display()
+        host_sockets[0].display(),
+        host_sockets[1].display()
     );
     let reached = run(&ssh_a, &probe);
     assert_eq!(reached, "", "sandbox A reaches sockets outside itself");

@@ -6,6 +6,7 @@
 
 mod disk;
 mod harden;
+mod host_view;
 mod ns;
 mod watchdog;
 

@@ -9,6 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::host_view::{cover, mask_sockets, read_only_host, unix_socket_paths};
 use super::watchdog::{DirEntry, Watch, parent_wait};
 use super::{check, cstr, egid, euid};
 
@@ -87,6 +88,8 @@ pub fn isolate(spec: &IsolateSpec<'_>) -> io::Result<()> {
         grace: spec.grace,
     };
     let disk = spec.disk.map(super::disk::open_image).transpose()?;
+    // Read in the host's network namespace, which lists the host's sockets.
+    let host_sockets = unix_socket_paths();
     // SAFETY: unshare affects only this (still single-threaded) process.
     unsafe { check(libc::unshare(flags))? };
     if spec.user_ns {
@@ -106,7 +109,7 @@ pub fn isolate(spec: &IsolateSpec<'_>) -> io::Result<()> {
     // (The parent lives outside our pid namespace, so getppid cannot check the fork race.)
     // SAFETY: prctl on the calling process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    setup_mounts(spec, disk.as_ref())
+    setup_mounts(spec, disk.as_ref(), &host_sockets)
 }
 
 /// A new network namespace starts with `lo` down; bring it up so that programs in the
@@ -169,7 +172,7 @@ pub(super) fn mount(
 }
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
+pub(super) const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 /// `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`: a detached bind mount of `path`.
@@ -303,43 +306,6 @@ fn disk_trees(disk: &File, mountpoint: &Path, account: Option<(u32, u32)>) -> io
     })
 }
 
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-
-/// `struct mount_attr` of `<linux/mount.h>`.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-/// Makes every mount of the host's tree read-only and nosuid (in this namespace), so the
-/// only writable places are the sandbox's own, mounted afterwards.
-fn read_only_host() -> io::Result<()> {
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: valid C string and attribute struct of the size passed.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c"/".as_ptr(),
-            AT_RECURSIVE,
-            &attr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    check(i32::try_from(ret).unwrap_or(-1))
-        .map(drop)
-        .map_err(|e| io::Error::new(e.kind(), format!("making the host read-only: {e}")))
-}
-
 /// A writable directory of the sandbox at `target`: the disk's tree, or a fresh tmpfs.
 fn scratch_at(tree: Option<&OwnedFd>, target: &Path) -> io::Result<()> {
     match tree {
@@ -354,20 +320,11 @@ fn scratch_at(tree: Option<&OwnedFd>, target: &Path) -> io::Result<()> {
     }
 }
 
-/// An empty read-only tmpfs over `path`.
-fn cover(path: &Path, mode: &str) -> io::Result<()> {
-    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some(mode))?;
-    mount(
-        None,
-        path,
-        None,
-        libc::MS_REMOUNT | libc::MS_RDONLY | flags,
-        None,
-    )
-}
-
-fn setup_mounts(spec: &IsolateSpec<'_>, disk: Option<&File>) -> io::Result<()> {
+fn setup_mounts(
+    spec: &IsolateSpec<'_>,
+    disk: Option<&File>,
+    host_sockets: &[PathBuf],
+) -> io::Result<()> {
     let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
     // Nothing mounted here may propagate back to the host.
     mount(
@@ -399,6 +356,7 @@ fn setup_mounts(spec: &IsolateSpec<'_>, disk: Option<&File>) -> io::Result<()> {
         Err(e) if spec.user_ns => tracing::warn!(error = %e, "host file system stays writable"),
         Err(e) => return Err(e),
     }
+    mask_sockets(host_sockets)?;
     mount(
         Some("proc"),
         Path::new("/proc"),

@@ -13,7 +13,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
@@ -22,13 +22,11 @@ use uuid::Uuid;
 
 use super::cgroup::{Cgroups, Limits};
 use super::disk;
+use super::heartbeat::{spawn_heartbeat, write_expiry};
 use super::uids::UidPool;
 use super::{BoxedStream, Recovery, Runtime, RuntimeError, SandboxSpec};
 use crate::store::SessionRecord;
 use crate::sys;
-
-/// How often the server touches its heartbeat file; far below the agents' orphan grace.
-const HEARTBEAT: Duration = Duration::from_secs(30);
 
 pub struct LocalConfig {
     pub state_dir: PathBuf,
@@ -449,38 +447,6 @@ impl Runtime for LocalRuntime {
     }
 }
 
-/// The session's expiry in unix seconds, for the agent's watchdog.
-async fn write_expiry(dir: &Path, record: &SessionRecord) -> Result<(), RuntimeError> {
-    write_private(
-        &dir.join("expires_at"),
-        &record.expires_at.unix_timestamp().to_string(),
-    )
-    .await
-}
-
-/// Touches `path` every `HEARTBEAT` while the server runs (outside a tokio runtime, e.g.
-/// in a unit test, there is nothing to keep alive).
-fn spawn_heartbeat(path: PathBuf) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    handle.spawn(async move {
-        let mut ticks = tokio::time::interval(HEARTBEAT);
-        loop {
-            ticks.tick().await;
-            let touched = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .and_then(|file| file.set_modified(SystemTime::now()));
-            if let Err(e) = touched {
-                tracing::warn!(path = %path.display(), error = %e, "cannot touch the heartbeat file");
-            }
-        }
-    });
-}
-
 async fn read_username(dir: &Path) -> String {
     tokio::fs::read_to_string(dir.join("username"))
         .await
@@ -495,7 +461,7 @@ fn kill_group(pid: u32) {
     }
 }
 
-async fn write_private(path: &Path, contents: &str) -> Result<(), RuntimeError> {
+pub(super) async fn write_private(path: &Path, contents: &str) -> Result<(), RuntimeError> {
     use tokio::io::AsyncWriteExt;
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)

@@ -2,6 +2,7 @@
 
 pub mod cgroup;
 mod disk;
+mod heartbeat;
 pub mod kubernetes;
 pub mod local;
 mod uids;
