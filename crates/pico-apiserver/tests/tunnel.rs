@@ -178,9 +178,12 @@ fn a_dead_agent_is_restarted_and_an_unstartable_one_is_unreachable() {
             .args(["-KILL", "--", &format!("-{pid}")])
             .status()
             .expect("kill");
-        // Signals are asynchronous: wait until the server has reaped it.
+        // Signals are asynchronous: wait until the server has reaped it and the sandbox's
+        // PID 1, which holds the socket and may take longer to exit, no longer accepts.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::os::unix::net::UnixStream::connect(dir.join("agent.sock")).is_ok()
+        {
             assert!(
                 std::time::Instant::now() < deadline,
                 "agent {pid} did not die"
