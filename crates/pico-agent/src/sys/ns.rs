@@ -231,8 +231,9 @@ fn add_account(username: &str, uid: u32, gid: u32) -> io::Result<()> {
         (
             "passwd",
             format!(
-                "{username}:x:{uid}:{gid}:pico sandbox:{}:/bin/sh\n",
-                home.display()
+                "{username}:x:{uid}:{gid}:pico sandbox:{}:{}\n",
+                home.display(),
+                crate::config::default_shell()
             ),
             format!(":{uid}:"),
         ),
