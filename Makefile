@@ -11,8 +11,13 @@ PYTEST := $(VENV)/bin/pytest
 
 all: build
 
+# Debug binaries in target/debug/, linked into bin/ where the original project's README
+# has them (`./bin/pico-apiserver --port=8080`).
+BINS := pico-apiserver pico-agent pico
 build:
 	$(CARGO) build --workspace --bins
+	@mkdir -p bin && for b in $(BINS); do ln -sfn ../target/debug/$$b bin/$$b; done
+	@echo "binaries: ./bin/ ($(BINS))"
 
 release:
 	$(CARGO) build --release --workspace --bins

@@ -82,3 +82,19 @@ def test_an_openssl_default_certificate_is_explained(tmp_path, cli_env):
         assert listed.returncode == 0, listed.stderr
     finally:
         server.stop()
+
+
+def test_an_isolated_sandbox_says_why_names_do_not_resolve(cli_env):
+    server = Server("--session-network", "isolated")
+    try:
+        env = dict(cli_env, PICO_URL=f"http://{server.addr}")
+        made = subprocess.run([str(BIN_DIR / "pico"), "create"], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert made.returncode == 0, made.stderr
+        sid = made.stdout.strip()
+        shown = subprocess.run([str(BIN_DIR / "pico"), "exec", sid, "--", "cat", "/etc/resolv.conf"], env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert "network is isolated" in shown.stdout and "--session-network host" in shown.stdout, shown.stdout
+        assert "nameserver" not in shown.stdout
+    finally:
+        server.stop()
