@@ -21,9 +21,9 @@ README = REPO / "README.md"
 SKIP_MARK = "not run by tests/newcomer/test_readme.py"
 
 
-def blocks(lang):
-    """The README's ``` blocks of `lang`, without those right after the skip marker."""
-    text = README.read_text()
+def blocks(lang, path=README):
+    """The ``` blocks of `lang` in `path`, without those right after the skip marker."""
+    text = path.read_text()
     found = []
     for m in re.finditer(r"(<!--[^>]*-->\n)?```" + lang + r"\n(.*?)```", text, re.S):
         if m.group(1) and SKIP_MARK in m.group(1):
@@ -42,11 +42,12 @@ def adapt(script, ports):
     for readme_port, port in ports.items():
         script = re.sub(rf"\b{readme_port}\b", str(port), script)
     script = script.replace("./target/release/", f"{BIN_DIR}/").replace("$PWD/target/release", str(BIN_DIR))
+    script = script.replace("./target/debug/", f"{BIN_DIR}/")
     script = script.replace("pico-apiserver --port", 'pico-apiserver --state-dir "$(mktemp -d)/state" --port')
     script = script.replace("tests/tools/", f"{REPO}/tests/tools/")
     script = script.replace("ssh sandbox@", 'ssh -F "$HOME/.ssh/config" -o BatchMode=yes sandbox@')
     # a server started in the background: wait for its port (bounded) instead of a fixed sleep
-    return re.sub(r"--port (\d+)(.*?)& sleep 1", r"--port \1\2& wait_up \1", script)
+    return re.sub(r"--port (\d+)(.*?)& sleep 1", r"--port \1\2& wait_up \1", script, flags=re.S)
 
 
 PRELUDE = """set -euo pipefail
@@ -104,3 +105,15 @@ def test_make_build_leaves_binaries_in_bin(tmp_path):
     help_text = subprocess.run([str(REPO / "bin" / "pico-apiserver"), "--help"], capture_output=True, text=True)
     assert "--port" in help_text.stdout
     assert "/bin/" in (REPO / ".gitignore").read_text()
+
+
+def test_k8s_readme_emulator_recipe_runs_as_written(tmp_path, cli_env):
+    assert shutil.which("kubectl"), "kubectl is missing (scripts/test-deps.sh installs it)"
+    ports = {8080: free_port(), 6443: free_port()}
+    script = PRELUDE + "\n".join(adapt(b, ports) for b in blocks("sh", REPO / "k8s" / "README.md"))
+    env = dict(cli_env, PICO_BIND="127.0.0.1")
+    env.pop("PICO_URL")
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n--- script ---\n{script}"
+    assert "hello from the pod" in result.stdout and "sandbox" in result.stdout.lower(), result.stdout
