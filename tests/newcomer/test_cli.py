@@ -4,7 +4,7 @@ import os
 import stat
 import subprocess
 
-from conftest import BIN_DIR, Server
+from pico_server import BIN_DIR, Server
 
 
 def pico(env, *args, stdin=None, timeout=120):

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import BIN_DIR, REPO, Server
+from pico_server import BIN_DIR, REPO, Server
 
 README = REPO / "README.md"
 SKIP_MARK = "not run by tests/newcomer/test_readme.py"

@@ -3,7 +3,7 @@
 import requests
 import yaml
 
-from conftest import REPO
+from pico_server import REPO
 
 
 def test_unknown_field_in_create_is_400_naming_it(server):

@@ -3,7 +3,7 @@ import subprocess
 
 import requests
 
-from conftest import BIN_DIR, Server
+from pico_server import BIN_DIR, Server
 
 APISERVER = str(BIN_DIR / "pico-apiserver")
 
