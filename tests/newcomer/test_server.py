@@ -98,3 +98,13 @@ def test_an_isolated_sandbox_says_why_names_do_not_resolve(cli_env):
         assert "nameserver" not in shown.stdout
     finally:
         server.stop()
+
+
+def test_bench_output_is_not_mixed_with_the_server_log():
+    bench = subprocess.run([str(BIN_DIR / "pico-bench"), "--bin-dir", str(BIN_DIR), "latency", "--sessions", "2"],
+                           capture_output=True, text=True, timeout=300)
+    assert bench.returncode == 0, bench.stderr
+    # the server's start-up warning (auth disabled) is in its log file, not in the output
+    assert "authentication is DISABLED" not in bench.stdout + bench.stderr
+    log = next(line.split(": ", 1)[1] for line in bench.stderr.splitlines() if line.startswith("server log: "))
+    assert "authentication is DISABLED" in open(log).read()
