@@ -47,7 +47,7 @@ def test_original_style_integration_suite_passes(jwt_server, tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.search(r"Ran 11 tests", proc.stderr), proc.stderr
+    assert re.search(r"Ran 12 tests", proc.stderr), proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,23 @@ class SessionsIntegration(unittest.TestCase):
         finally:
             self.client.delete_session(session.session_id)
 
+    def test_12_example_style_attributes(self):
+        session = self.client.create_session(ttl=1800, image="ubuntu:22.04", metadata={"environment": "staging"})
+        try:
+            current = self.client.get_session(session.session_id)
+            self.assertEqual(current.status.value, "running")
+            left = (current.expires_at - datetime.now(current.expires_at.tzinfo)).total_seconds()
+            self.assertTrue(1700 < left <= 1800, left)
+            self.assertEqual(len(session.session_id[:8]), 8)
+            self.assertEqual(current.metadata["environment"], "staging")
+        finally:
+            self.client.delete_session(session.session_id)
+        try:
+            self.client.get_session(session.session_id)
+            self.fail("a deleted session was found")
+        except SessionNotFoundError as e:
+            self.assertTrue(e.message)
+
     def test_11_error_classes(self):
         with SessionsClient(api_url=self.api_url, bearer_token="not-a-jwt") as client:
             with self.assertRaises(UnauthorizedError):
