@@ -12,6 +12,7 @@ def test_unknown_field_in_create_is_400_naming_it(server):
     body = answer.json()
     assert body["error"] == "INVALID_REQUEST"
     assert "`tll`" in body["message"], body["message"]
+    assert body["details"] == {"field": "tll"}
 
 
 def test_unknown_field_in_extend_is_400_naming_it(server):
