@@ -115,7 +115,7 @@ pub enum Command {
     /// Print an OpenSSH config stanza so that `ssh sandbox@SESSION_ID` works.
     SshConfig {
         /// Instead of printing it, write it to pico's config directory and include it from
-        /// ~/.ssh/config (made, mode 0700, when missing); running it again changes nothing.
+        /// ~/.ssh/config (made, mode 0700, when missing); run again, it only refreshes the stanza.
         #[arg(long)]
         install: bool,
     },
