@@ -6,13 +6,18 @@ STATIC_TARGET := x86_64-unknown-linux-gnu
 VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: all build release run test test-deps lint spec bench clean \
+.PHONY: all build release run test test-deps lint lint-python spec bench clean \
 	static image-bins image docker-build kind-load k8s-deploy k8s-logs test-kube
 
 all: build
 
+# Debug binaries in target/debug/, linked into bin/ where the original project's README
+# has them (`./bin/pico-apiserver --port=8080`).
+BINS := pico-apiserver pico-agent pico
 build:
 	$(CARGO) build --workspace --bins
+	@mkdir -p bin && for b in $(BINS); do ln -sfn ../target/debug/$$b bin/$$b; done
+	@echo "binaries: ./bin/ ($(BINS))"
 
 release:
 	$(CARGO) build --release --workspace --bins
@@ -29,10 +34,16 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The Python SDK: ruff over it and its tests, mypy --strict over the package (the config is in
+# sdk/pyproject.toml; the tools come with `make test-deps`).
+lint-python:
+	$(VENV)/bin/ruff check sdk
+	cd sdk && ../$(VENV)/bin/mypy
+
 # The whole suite: tools, lints, Rust unit and black-box tests (the black-box API suite a
 # second time on the Kubernetes runtime, against the emulator; the image test needs the
 # static binaries), Python tests.
-test: test-deps lint build image-bins
+test: test-deps lint lint-python build image-bins
 	$(CARGO) test --workspace
 	$(MAKE) test-kube
 	@if ls tests/*/test_*.py sdk/tests/test_*.py >/dev/null 2>&1; then \

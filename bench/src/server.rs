@@ -33,6 +33,11 @@ impl Server {
     pub async fn start(bin_dir: &Path) -> anyhow::Result<Self> {
         let state_dir = std::env::temp_dir().join(format!("pico-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state_dir);
+        // The server's own warnings go to a file, not between the benchmark's figures.
+        let log_path = state_dir.with_extension("log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        eprintln!("server log: {}", log_path.display());
         let mut child = Command::new(bin_dir.join("pico-apiserver"))
             .args(["--port", "0", "--state-dir"])
             .arg(&state_dir)
@@ -51,7 +56,7 @@ impl Server {
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
             .with_context(|| {

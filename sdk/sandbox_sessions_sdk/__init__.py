@@ -14,18 +14,20 @@ per-user key store, so the SSH client needs no key)::
         client.delete_session(session.session_id)
 """
 
+from ._version import __version__
 from .client import (
     Session,
     SessionList,
     SessionsClient,
     SessionStatus,
     SSHInfo,
-    __version__,
     parse_timestamp,
 )
 from .exceptions import (
     CommandTimeoutError,
+    ForbiddenError,
     HostKeyVerificationError,
+    InvalidArgumentError,
     RateLimitError,
     SandboxAPIError,
     SandboxConnectionError,
@@ -58,6 +60,8 @@ __all__ = [
     "SandboxOperationError",
     "SessionNotFoundError",
     "UnauthorizedError",
+    "ForbiddenError",
+    "InvalidArgumentError",
     "RateLimitError",
     "HostKeyVerificationError",
     "SSHAuthenticationError",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from datetime import datetime, timedelta, timezone
@@ -12,18 +11,35 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from ._version import __version__
 from .exceptions import (
+    InvalidArgumentError,
     SandboxAPIError,
     SandboxConnectionError,
     SandboxOperationError,
     error_from_response,
 )
-from .keystore import KeyStore, generate_ed25519_keypair
+from .keystore import KeyStoreArg, generate_ed25519_keypair, resolve_key_store
+from .settings import resolve_api_url, resolve_token
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ssh import SessionSSHClient
 
-__version__ = "0.1.0"
+# The server's bounds (pico-wire); checked here so a bad argument raises before any request.
+MIN_TTL = 60
+MAX_TTL = 28800
+MAX_LIMIT = 100
+
+
+def _check_int(name: str, value: Any, low: int, high: Optional[int], code: str) -> int:
+    """``value`` when it is an integer in ``low..=high``, else :class:`InvalidArgumentError`
+    (a ``ValueError``) naming the argument and the range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(f"{name} must be an integer, got {value!r}", error_code=code)
+    if value < low or (high is not None and value > high):
+        bounds = f"{low}..={high}" if high is not None else f">= {low}"
+        raise InvalidArgumentError(f"{name} must be {bounds}, got {value}", error_code=code)
+    return value
 
 
 class SessionStatus(str, Enum):
@@ -188,15 +204,6 @@ def split_api_url(api_url: str) -> Tuple[str, str, str]:
     return parts.scheme, netloc, path
 
 
-def _env_default(value: Optional[str], *names: str) -> Optional[str]:
-    if value:
-        return value
-    for name in names:
-        if os.environ.get(name):
-            return os.environ[name]
-    return value
-
-
 class SessionsClient:
     """Client of pico's REST API (``/v1/sessions``).
 
@@ -230,24 +237,16 @@ class SessionsClient:
         timeout: float = 30,
         verify_ssl: Union[bool, str] = True,
         *,
-        key_store: Union[KeyStore, str, "os.PathLike[str]", None, bool] = None,
+        key_store: KeyStoreArg = None,
         generate_keys: bool = True,
     ) -> None:
-        api_url = _env_default(api_url, "PICO_URL", "SANDBOX_API_URL")
-        self.scheme, self.netloc, self.root = split_api_url(api_url or "")
+        self.scheme, self.netloc, self.root = split_api_url(resolve_api_url(api_url))
         self.api_url = f"{self.scheme}://{self.netloc}{self.root}"
         self.base_url = f"{self.api_url}/v1"
-        self.bearer_token = _env_default(bearer_token, "PICO_TOKEN", "SANDBOX_API_TOKEN")
+        self.bearer_token = resolve_token(bearer_token)
         self.timeout = timeout
         self.verify_ssl = verify_ssl
-        if key_store is False:
-            self.key_store: Optional[KeyStore] = None
-        elif key_store is None or key_store is True:
-            self.key_store = KeyStore()
-        elif isinstance(key_store, KeyStore):
-            self.key_store = key_store
-        else:
-            self.key_store = KeyStore(key_store)
+        self.key_store = resolve_key_store(key_store)
         self.generate_keys = generate_keys and self.key_store is not None
 
         self._session = requests.Session()
@@ -288,7 +287,7 @@ class SessionsClient:
     def _id(session: Union[str, Session]) -> str:
         session_id = session.session_id if isinstance(session, Session) else session
         if not session_id or not isinstance(session_id, str):
-            raise ValueError("session_id is required")
+            raise InvalidArgumentError("session_id is required", error_code="INVALID_REQUEST")
         return quote(session_id, safe="")
 
     # -- the API ----------------------------------------------------------------------
@@ -316,21 +315,30 @@ class SessionsClient:
             The new :class:`Session` (``status`` ``running``).
 
         Raises:
-            SandboxOperationError: invalid arguments (``INVALID_TTL``, ``INVALID_SSH_KEY``,
-                ...) or a sandbox that failed to start.
+            InvalidArgumentError: (a ``ValueError``) ``ttl`` outside 60..=28800, a negative
+                ``idle_timeout``, an empty ``image``/``ssh_public_key``, ``metadata`` that is
+                not a dict; raised before any request.
+            SandboxOperationError: what the server refused (``INVALID_SSH_KEY``, a ``ttl``
+                above its ``--max-ttl``, ...) or a sandbox that failed to start.
             UnauthorizedError, RateLimitError, SandboxConnectionError.
         """
-        payload: Dict[str, Any] = {"ttl": ttl}
+        payload: Dict[str, Any] = {"ttl": _check_int("ttl", ttl, MIN_TTL, MAX_TTL, "INVALID_TTL")}
         if image is not None:
+            if not isinstance(image, str) or not image.strip():
+                raise InvalidArgumentError("image must be a non-empty string when given", error_code="INVALID_REQUEST")
             payload["image"] = image
         if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise InvalidArgumentError("metadata must be a dict", error_code="INVALID_REQUEST")
             payload["metadata"] = metadata
         if idle_timeout is not None:
-            payload["idleTimeout"] = idle_timeout
+            payload["idleTimeout"] = _check_int("idle_timeout", idle_timeout, 0, MAX_TTL, "INVALID_REQUEST")
         private_key: Optional[str] = None
         if ssh_public_key is not None:
             if not isinstance(ssh_public_key, str) or not ssh_public_key.strip():
-                raise ValueError("ssh_public_key must be a non-empty string when given")
+                raise InvalidArgumentError(
+                    "ssh_public_key must be a non-empty string when given", error_code="INVALID_SSH_KEY"
+                )
             payload["sshPublicKey"] = ssh_public_key.strip()
         elif self.generate_keys:
             private_key, payload["sshPublicKey"] = generate_ed25519_keypair()
@@ -359,9 +367,14 @@ class SessionsClient:
             A :class:`SessionList`: ``{"sessions": [Session, ...], "total", "limit", "offset"}``.
 
         Raises:
-            SandboxOperationError: ``INVALID_LIMIT`` when ``limit`` is outside 1..=100.
+            InvalidArgumentError: (a ``ValueError``) ``limit`` outside 1..=100 or a negative
+                ``offset``; raised before any request.
         """
-        data = self._request("GET", "/sessions", params={"limit": limit, "offset": offset})
+        params = {
+            "limit": _check_int("limit", limit, 1, MAX_LIMIT, "INVALID_LIMIT"),
+            "offset": _check_int("offset", offset, 0, None, "INVALID_REQUEST"),
+        }
+        data = self._request("GET", "/sessions", params=params)
         result = SessionList(data)
         result["sessions"] = [Session(s) for s in data.get("sessions", [])]
         return result
@@ -385,10 +398,13 @@ class SessionsClient:
         return Session(self._request("GET", f"/sessions/{self._id(session_id)}"))
 
     def extend_session(self, session_id: Union[str, Session], ttl: int) -> Session:
-        """Set the session's expiry to now + ``ttl`` seconds (bounded by the server)."""
-        return Session(
-            self._request("PATCH", f"/sessions/{self._id(session_id)}", json={"ttl": ttl})
-        )
+        """Set the session's expiry to now + ``ttl`` seconds (bounded by the server).
+
+        Raises:
+            InvalidArgumentError: (a ``ValueError``) ``ttl`` outside 60..=28800.
+        """
+        body = {"ttl": _check_int("ttl", ttl, MIN_TTL, MAX_TTL, "INVALID_TTL")}
+        return Session(self._request("PATCH", f"/sessions/{self._id(session_id)}", json=body))
 
     def delete_session(self, session_id: Union[str, Session]) -> None:
         """Delete the session and its sandbox, and forget its key in the key store.
@@ -401,7 +417,7 @@ class SessionsClient:
         if self.key_store is not None:
             self.key_store.delete(raw_id)
 
-    def ssh_client(self, session: Union[str, Session], **kwargs: Any) -> "SessionSSHClient":
+    def ssh_client(self, session: Union[str, Session], **kwargs: Any) -> SessionSSHClient:
         """A (not yet connected) :class:`SessionSSHClient` for ``session``, using this
         client's URL, token, TLS setting and key store."""
         from .ssh import SessionSSHClient
@@ -428,7 +444,7 @@ class SessionsClient:
         """Close the HTTP connection pool."""
         self._session.close()
 
-    def __enter__(self) -> "SessionsClient":
+    def __enter__(self) -> SessionsClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -63,6 +63,20 @@ class UnauthorizedError(SandboxAPIError):
     """The bearer token is missing, invalid or expired (HTTP 401)."""
 
 
+class ForbiddenError(SandboxOperationError):
+    """The server refused what was asked, whoever asks (HTTP 403): e.g. a tunnel to
+    anything but a session. A valid token does not change the answer, so this is not an
+    :class:`UnauthorizedError`."""
+
+
+class InvalidArgumentError(SandboxOperationError, ValueError):
+    """An argument the server would refuse, caught before any request is sent.
+
+    Also a :class:`ValueError`, as the original SDK raised, so ``except ValueError`` in
+    code written for it keeps working. ``error_code`` is the code the server would have
+    answered (``INVALID_TTL``, ``INVALID_LIMIT``, ``INVALID_REQUEST``)."""
+
+
 class RateLimitError(SandboxAPIError):
     """A quota or rate limit was hit (HTTP 429): ``QUOTA_EXCEEDED`` (too many live
     sessions) or ``RATE_LIMITED`` (too many requests).
@@ -109,19 +123,21 @@ class CommandTimeoutError(SandboxOperationError):
         self.stderr = stderr
 
 
+# Only codes pico sends (pico-wire's ErrorCode). `NOT_FOUND` is a path with no route (a
+# wrong `api_url` prefix, say), not a missing session, so it stays a SandboxOperationError.
 _BY_CODE: Dict[str, Type[SandboxAPIError]] = {
     "UNAUTHORIZED": UnauthorizedError,
-    "FORBIDDEN": UnauthorizedError,
+    "FORBIDDEN": ForbiddenError,
     "SESSION_NOT_FOUND": SessionNotFoundError,
-    "NOT_FOUND": SessionNotFoundError,
+    "NOT_FOUND": SandboxOperationError,
     "QUOTA_EXCEEDED": RateLimitError,
     "RATE_LIMITED": RateLimitError,
-    "RATE_LIMIT_EXCEEDED": RateLimitError,
 }
 
+# For answers without pico's JSON body (e.g. from a proxy in front of it).
 _BY_STATUS: Dict[int, Type[SandboxAPIError]] = {
     401: UnauthorizedError,
-    403: UnauthorizedError,
+    403: ForbiddenError,
     404: SessionNotFoundError,
     429: RateLimitError,
 }
@@ -199,6 +215,8 @@ __all__ = [
     "SandboxOperationError",
     "SessionNotFoundError",
     "UnauthorizedError",
+    "ForbiddenError",
+    "InvalidArgumentError",
     "RateLimitError",
     "HostKeyVerificationError",
     "SSHAuthenticationError",

@@ -58,7 +58,7 @@ def generate_ed25519_keypair(comment: str = "pico-sdk") -> Tuple[str, str]:
     return private, f"{public} {comment}" if comment else public
 
 
-def load_private_key(key: Union[str, bytes, "os.PathLike[str]"], password: Optional[str] = None) -> paramiko.PKey:
+def load_private_key(key: Union[str, bytes, os.PathLike[str]], password: Optional[str] = None) -> paramiko.PKey:
     """Load a private key given as OpenSSH/PEM text or as a path to a key file.
 
     Supports ed25519, ECDSA and RSA keys.
@@ -81,7 +81,7 @@ def load_private_key(key: Union[str, bytes, "os.PathLike[str]"], password: Optio
 class KeyStore:
     """Files holding each session's private key, readable only by the current user."""
 
-    def __init__(self, path: Union[str, "os.PathLike[str]", None] = None) -> None:
+    def __init__(self, path: Union[str, os.PathLike[str], None] = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_key_dir()
 
     def __repr__(self) -> str:
@@ -134,4 +134,27 @@ class KeyStore:
             return False
 
 
-__all__ = ["KeyStore", "default_key_dir", "generate_ed25519_keypair", "load_private_key"]
+# What the clients' ``key_store`` argument accepts.
+KeyStoreArg = Union[KeyStore, str, "os.PathLike[str]", None, bool]
+
+
+def resolve_key_store(key_store: KeyStoreArg) -> Optional[KeyStore]:
+    """The key store a client's ``key_store`` argument names: ``False`` = none, ``None`` or
+    ``True`` = the default store, a :class:`KeyStore` as is, a path = a store there."""
+    if key_store is False:
+        return None
+    if key_store is None or key_store is True:
+        return KeyStore()
+    if isinstance(key_store, KeyStore):
+        return key_store
+    return KeyStore(key_store)
+
+
+__all__ = [
+    "KeyStore",
+    "KeyStoreArg",
+    "default_key_dir",
+    "generate_ed25519_keypair",
+    "load_private_key",
+    "resolve_key_store",
+]

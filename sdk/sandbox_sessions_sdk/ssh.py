@@ -18,7 +18,8 @@ from .exceptions import (
     SandboxOperationError,
     SSHAuthenticationError,
 )
-from .keystore import KeyStore, load_private_key
+from .keystore import KeyStoreArg, load_private_key, resolve_key_store
+from .settings import resolve_api_url, resolve_token
 from .tunnel import HTTPConnectTunnel
 
 
@@ -93,7 +94,7 @@ class SessionSSHClient:
         session_id: Optional[str] = None,
         username: str = "sandbox",
         password: Optional[str] = None,
-        pkey: Union[paramiko.PKey, str, "os.PathLike[str]", None] = None,
+        pkey: Union[paramiko.PKey, str, os.PathLike[str], None] = None,
         timeout: float = 20,
         verify_ssl: Union[bool, str] = True,
         connect_path_template: Optional[str] = None,
@@ -101,16 +102,16 @@ class SessionSSHClient:
         get_pty: bool = False,
         *,
         host_keys: Optional[List[str]] = None,
-        key_store: Union[KeyStore, str, "os.PathLike[str]", None, bool] = None,
+        key_store: KeyStoreArg = None,
         look_for_keys: bool = True,
         allow_agent: bool = True,
     ) -> None:
         if not session_id:
             raise ValueError("session_id is required")
-        api_url = api_url or os.environ.get("PICO_URL") or os.environ.get("SANDBOX_API_URL")
-        split_api_url(api_url or "")  # validate early
-        self.api_url: str = api_url  # type: ignore[assignment]
-        self.token = bearer_token or os.environ.get("PICO_TOKEN") or os.environ.get("SANDBOX_API_TOKEN")
+        api_url = resolve_api_url(api_url)
+        split_api_url(api_url)  # validate early
+        self.api_url: str = api_url
+        self.token = resolve_token(bearer_token)
         self.session_id = session_id
         self.username = username
         self.password = password
@@ -119,14 +120,7 @@ class SessionSSHClient:
         self.verify_ssl = verify_ssl
         self.host_keys = list(host_keys) if host_keys is not None else None
         self.host_key_policy = host_key_policy
-        if key_store is False:
-            self.key_store: Optional[KeyStore] = None
-        elif key_store is None or key_store is True:
-            self.key_store = KeyStore()
-        elif isinstance(key_store, KeyStore):
-            self.key_store = key_store
-        else:
-            self.key_store = KeyStore(key_store)
+        self.key_store = resolve_key_store(key_store)
         self.connect_path_template = connect_path_template
         self.get_pty = get_pty
         self.look_for_keys = look_for_keys
@@ -143,7 +137,7 @@ class SessionSSHClient:
         api_url: Optional[str] = None,
         bearer_token: Optional[str] = None,
         **kwargs: Any,
-    ) -> "SessionSSHClient":
+    ) -> SessionSSHClient:
         """A client for ``session``, using its SSH user, host keys and (when the session
         came from ``create_session``) its private key."""
         kwargs.setdefault("username", session.ssh.username)
@@ -170,7 +164,7 @@ class SessionSSHClient:
             return self.key_store.load_pkey(self.session_id)
         return None
 
-    def connect(self) -> "SessionSSHClient":
+    def connect(self) -> SessionSSHClient:
         """Open the tunnel, verify the host key and authenticate. Idempotent.
 
         Raises:
@@ -372,7 +366,7 @@ class SessionSSHClient:
 
     def upload_file(
         self,
-        local_path: Union[str, "os.PathLike[str]"],
+        local_path: Union[str, os.PathLike[str]],
         remote_path: str,
         callback: Optional[Callable[[int, int], object]] = None,
     ) -> paramiko.SFTPAttributes:
@@ -384,13 +378,13 @@ class SessionSSHClient:
         sftp = self.open_sftp()
         try:
             return sftp.put(os.fspath(local_path), remote_path, callback=callback)
-        except (IOError, OSError) as exc:
+        except OSError as exc:
             raise SandboxOperationError(f"upload to {remote_path!r} failed: {exc}", error_code="SFTP_FAILED") from exc
 
     def download_file(
         self,
         remote_path: str,
-        local_path: Union[str, "os.PathLike[str]"],
+        local_path: Union[str, os.PathLike[str]],
         callback: Optional[Callable[[int, int], object]] = None,
     ) -> None:
         """Copy ``remote_path`` from the sandbox to a local file.
@@ -400,7 +394,7 @@ class SessionSSHClient:
         sftp = self.open_sftp()
         try:
             sftp.get(remote_path, os.fspath(local_path), callback=callback)
-        except (IOError, OSError) as exc:
+        except OSError as exc:
             raise SandboxOperationError(f"download of {remote_path!r} failed: {exc}", error_code="SFTP_FAILED") from exc
 
     # -- lifetime ---------------------------------------------------------------------
@@ -417,7 +411,7 @@ class SessionSSHClient:
         self._ssh = None
         self._tunnel = None
 
-    def __enter__(self) -> "SessionSSHClient":
+    def __enter__(self) -> SessionSSHClient:
         return self.connect()
 
     def __exit__(self, *exc: Any) -> None:

@@ -129,7 +129,7 @@ class HTTPConnectTunnel:
         return sock
 
     @staticmethod
-    def _read_head(sock: socket.socket) -> "tuple[int, Dict[str, str]]":
+    def _read_head(sock: socket.socket) -> tuple[int, Dict[str, str]]:
         head = b""
         while not head.endswith(b"\r\n\r\n"):
             byte = sock.recv(1)  # one byte at a time: never read into the SSH stream

@@ -51,7 +51,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PicoServer]:
 @pytest.fixture(scope="session")
 def jwt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PicoServer]:
     """A server that requires HS256 tokens signed with JWT_SECRET."""
-    yield from _start(tmp_path_factory, "jwt", ["--jwt-secret", JWT_SECRET, "--bind", "127.0.0.1", "--create-rate", "0"])
+    args = ["--jwt-secret", JWT_SECRET, "--bind", "127.0.0.1", "--create-rate", "0"]
+    yield from _start(tmp_path_factory, "jwt", args)
 
 
 @pytest.fixture(scope="session")

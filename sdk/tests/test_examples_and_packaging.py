@@ -21,14 +21,16 @@ def _env(server, key_dir):
     return env
 
 
-def test_readme_snippet_runs_as_written(server, key_dir):
+def test_readme_snippet_runs_as_written(server, key_dir, tmp_path):
     readme = (SDK / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
     assert blocks, "no python snippet in sdk/README.md"
+    env = _env(server, key_dir)
+    env["PYTHONPATH"] = str(SDK)  # where `pip install ./sdk` puts the package: top level
     proc = subprocess.run(
         [sys.executable, "-c", blocks[0]],
-        cwd=REPO,
-        env=_env(server, key_dir),
+        cwd=tmp_path,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,

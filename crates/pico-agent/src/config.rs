@@ -133,6 +133,16 @@ pub struct Settings {
     pub exe: std::fs::File,
 }
 
+/// The shell of a user whose passwd entry names none (or who has no entry): bash where the
+/// sandbox has it, as users of an interactive shell expect, else POSIX sh.
+pub fn default_shell() -> &'static str {
+    if Path::new("/bin/bash").exists() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    }
+}
+
 /// A user from /etc/passwd (read directly: a static binary has no NSS).
 struct PasswdEntry {
     uid: u32,
@@ -152,7 +162,11 @@ fn lookup_user(name: &str) -> anyhow::Result<PasswdEntry> {
                 uid: uid.parse().context("uid in /etc/passwd")?,
                 gid: gid.parse().context("gid in /etc/passwd")?,
                 home: PathBuf::from(home),
-                shell: shell.to_owned(),
+                shell: if shell.is_empty() {
+                    default_shell().to_owned()
+                } else {
+                    shell.to_owned()
+                },
             });
         }
     }
@@ -257,7 +271,7 @@ impl Settings {
             host_key,
             authorized,
             home,
-            shell: user.map_or_else(|| "/bin/sh".to_owned(), |u| u.shell),
+            shell: user.map_or_else(|| default_shell().to_owned(), |u| u.shell),
             identity,
             env_names: env.iter().map(|(k, _)| k.clone()).collect(),
             env,

@@ -195,6 +195,23 @@ pub enum Command {
         #[arg(long)]
         scope: Option<String>,
     },
+    /// Write a self-signed TLS certificate and key for --enable-tls (a first try; use a
+    /// CA's certificate in production). Clients trust the certificate file itself:
+    /// `pico --ca-cert`, `curl --cacert`, the SDK's `verify_ssl=`.
+    TlsCert {
+        /// A DNS name or IP address clients use to reach the server; repeatable.
+        #[arg(long = "host", required = true, value_name = "NAME")]
+        hosts: Vec<String>,
+        /// Where to write the certificate (PEM).
+        #[arg(long, default_value = "tls.crt")]
+        cert: PathBuf,
+        /// Where to write the private key (PEM, mode 0600).
+        #[arg(long, default_value = "tls.key")]
+        key: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,8 @@
 //! `pico-apiserver`: parses flags, sets up logging and signals, and runs the server.
 
+mod tls_cert;
+
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -40,6 +43,12 @@ fn run(config: Config) -> anyhow::Result<()> {
             println!("{token}");
             return Ok(());
         }
+        Some(Command::TlsCert {
+            hosts,
+            cert,
+            key,
+            days,
+        }) => return tls_cert::write(hosts, cert, key, *days),
         None => {}
     }
     config.validate().map_err(anyhow::Error::msg)?;
@@ -84,8 +93,11 @@ async fn signals(shutdown: CancellationToken) {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal: escape codes garble log files and pipes.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -18,6 +18,13 @@ pub enum StoreError {
     Db(#[source] Box<redb::Error>),
     #[error("session store is closed after an I/O error")]
     Closed,
+    /// redb's file lock is held: another server runs on the same `--state-dir`.
+    #[error(
+        "another pico-apiserver{} is using this --state-dir; stop it, or give this server \
+         another --state-dir",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    InUse { holder: Option<u32> },
     #[error("session store record: {0}")]
     Encoding(#[from] serde_json::Error),
     /// The cluster, where the Kubernetes runtime keeps its records.
@@ -71,6 +78,21 @@ pub struct Store {
     db: RwLock<Option<Database>>,
 }
 
+/// Where the server holding the store's lock writes its pid, for the "in use" message.
+fn holder_file(db: &Path) -> PathBuf {
+    db.with_extension("pid")
+}
+
+/// The pid of the server holding the lock on `db`, when it wrote one and still runs.
+fn lock_holder(db: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(holder_file(db))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Self {
@@ -80,10 +102,19 @@ impl Store {
     }
 
     fn open_db(path: &Path) -> Result<Database, StoreError> {
-        let db = Database::create(path)?;
+        let db = match Database::create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse {
+                    holder: lock_holder(path),
+                });
+            }
+            other => other?,
+        };
         let txn = db.begin_write()?;
         txn.open_table(SESSIONS)?;
         txn.commit()?;
+        // Only read when the lock is refused, so a stale file after a crash misleads no one.
+        let _ = std::fs::write(holder_file(path), std::process::id().to_string());
         Ok(db)
     }
 
@@ -198,5 +229,24 @@ mod tests {
         }
         let store = Store::open(&path).expect("reopen");
         assert_eq!(store.load_all().expect("load"), vec![b]);
+    }
+
+    #[test]
+    fn a_store_in_use_names_its_holder_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pico.redb");
+        let _held = Store::open(&path).expect("open");
+        let Err(err) = Store::open(&path) else {
+            panic!("a second open of a held store succeeded");
+        };
+        let text = format!("{:#}", anyhow::Error::new(err));
+        let pid = std::process::id();
+        assert_eq!(
+            text,
+            format!(
+                "another pico-apiserver (pid {pid}) is using this --state-dir; stop it, or \
+                 give this server another --state-dir"
+            )
+        );
     }
 }

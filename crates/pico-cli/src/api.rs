@@ -103,9 +103,13 @@ impl Client {
 
     pub async fn dial(&self) -> anyhow::Result<Conn> {
         let dial = async {
-            let stream = TcpStream::connect(&self.authority)
-                .await
-                .with_context(|| format!("cannot reach the pico server at {}", self.authority))?;
+            let stream = TcpStream::connect(&self.authority).await.map_err(|e| {
+                anyhow!(
+                    "cannot reach the pico server at {}: {e}; start it (`pico-apiserver`), or \
+                     point PICO_URL (or --url) at the server you use",
+                    self.authority
+                )
+            })?;
             let _ = stream.set_nodelay(true);
             let Some((config, name)) = &self.tls else {
                 return anyhow::Ok(Box::new(stream) as Conn);
@@ -113,8 +117,13 @@ impl Client {
             let stream = TlsConnector::from(config.clone())
                 .connect(name.clone(), stream)
                 .await
-                .with_context(|| {
-                    format!("TLS with the pico server at {} failed", self.authority)
+                .map_err(|e| {
+                    let why = tls::explain(&e, &self.authority)
+                        .map_or_else(String::new, |why| format!("; {why}"));
+                    anyhow!(
+                        "TLS with the pico server at {} failed: {e}{why}",
+                        self.authority
+                    )
                 })?;
             Ok(Box::new(stream) as Conn)
         };
@@ -250,6 +259,12 @@ impl Client {
 /// One line from an error response: the server's code and message when it sent the JSON body.
 pub fn api_error(status: u16, body: &[u8]) -> anyhow::Error {
     match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(err) if status == 401 => anyhow!(
+            "{} (HTTP {status} {}); set PICO_TOKEN (or --token) to a token this server \
+             accepts, e.g. one from `pico-apiserver token --sub NAME`",
+            err.message,
+            err.error.as_str()
+        ),
         Ok(err) => anyhow!("{} (HTTP {status} {})", err.message, err.error.as_str()),
         Err(_) => {
             let text = String::from_utf8_lossy(body);

@@ -81,14 +81,16 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
-    /// Open a shell in a session, or run one command when one is given.
+    /// Open a shell in a session, or run one command when one is given: `pico ssh ID`,
+    /// `pico ssh ID 'echo hi; exit 4'` (as with OpenSSH), `pico ssh ID -- ls -la`.
     Ssh {
-        id: String,
         /// Force a pseudo-terminal even for a command.
         #[arg(short = 't', long)]
         tty: bool,
-        /// Command to run instead of a shell.
-        #[arg(last = true)]
+        id: String,
+        /// Command to run instead of the login shell; one argument is passed to the
+        /// sandbox's shell as written, several are quoted word by word.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
     /// Run a command in a session; its exit code becomes pico's.
@@ -111,7 +113,12 @@ pub enum Command {
         id: String,
     },
     /// Print an OpenSSH config stanza so that `ssh sandbox@SESSION_ID` works.
-    SshConfig,
+    SshConfig {
+        /// Instead of printing it, write it to pico's config directory and include it from
+        /// ~/.ssh/config (made, mode 0700, when missing); run again, it only refreshes the stanza.
+        #[arg(long)]
+        install: bool,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }

@@ -111,6 +111,18 @@ pub async fn list(client: &Client, limit: u32, offset: u64, output: Output) -> a
         emit(&format!("{}\n", serde_json::to_string_pretty(&list)?))?;
         return Ok(());
     }
+    if list.sessions.is_empty() {
+        // A bare header reads like a failure; say what it means.
+        if list.total == 0 {
+            emit("no sessions\n")?;
+        } else {
+            emit(&format!(
+                "no sessions at offset {} ({} in all)\n",
+                list.offset, list.total
+            ))?;
+        }
+        return Ok(());
+    }
     let now = OffsetDateTime::now_utc();
     let mut rows = vec![[
         "ID".to_owned(),
@@ -250,8 +262,9 @@ fn human(d: time::Duration) -> String {
     }
 }
 
-/// Prints the `Host` stanza for OpenSSH and pins the host keys of the caller's sessions.
-pub async fn ssh_config(client: &Client, settings: &Settings) -> anyhow::Result<()> {
+/// Prints (or, with `install`, installs) the `Host` stanza for OpenSSH and pins the host
+/// keys of the caller's sessions.
+pub async fn ssh_config(client: &Client, settings: &Settings, install: bool) -> anyhow::Result<()> {
     // The key must exist before OpenSSH is pointed at it.
     settings.key()?;
     match client.list(pico_wire::MAX_LIMIT, 0).await {
@@ -301,7 +314,11 @@ pub async fn ssh_config(client: &Client, settings: &Settings) -> anyhow::Result<
         "    StrictHostKeyChecking yes".to_owned(),
         "    ServerAliveInterval 30".to_owned(),
     ];
-    emit(&(stanza.join("\n") + "\n"))?;
+    let stanza = stanza.join("\n") + "\n";
+    if install {
+        return crate::ssh_config::install(&stanza, &settings.key_path());
+    }
+    emit(&stanza)?;
     Ok(())
 }
 

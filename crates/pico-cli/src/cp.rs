@@ -4,10 +4,11 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use russh_sftp::client::SftpSession;
-use russh_sftp::protocol::{FileAttributes, OpenFlags};
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Files at least this large get a progress bar.
@@ -68,7 +69,7 @@ async fn upload_dir(sftp: &SftpSession, local: &Path, remote: &str) -> anyhow::R
         if !matches!(sftp.metadata(remote).await, Ok(a) if a.is_dir()) {
             sftp.create_dir(remote)
                 .await
-                .with_context(|| format!("cannot create remote directory {remote}"))?;
+                .map_err(|e| anyhow!("cannot create remote directory {remote}: {}", reason(&e)))?;
         }
         set_remote_mode(sftp, remote, local).await;
         let entries =
@@ -103,7 +104,7 @@ async fn upload_file(
     let mut dest = sftp
         .open_with_flags(remote, flags)
         .await
-        .with_context(|| format!("cannot create remote file {remote}"))?;
+        .map_err(|e| anyhow!("cannot create remote file {remote}: {}", reason(&e)))?;
     copy(&mut source, &mut dest, size, remote).await?;
     dest.shutdown()
         .await
@@ -131,15 +132,18 @@ pub async fn download(
     recursive: bool,
 ) -> anyhow::Result<()> {
     let remote = if remote.is_empty() { "." } else { remote };
-    let attrs = sftp
-        .metadata(remote)
-        .await
-        .with_context(|| format!("no such remote file: {remote}"))?;
+    let attrs = sftp.metadata(remote).await.map_err(|e| match &e {
+        SftpError::Status(s) if s.status_code == StatusCode::NoSuchFile => {
+            anyhow!("{remote}: no such file or directory in the session")
+        }
+        _ => anyhow!("cannot read remote {remote}: {}", reason(&e)),
+    })?;
     let name = remote
         .trim_end_matches('/')
         .rsplit('/')
         .next()
         .unwrap_or(remote);
+    check_local_target(local)?;
     let target = if local.is_dir() && !name.is_empty() && name != "." {
         local.join(name)
     } else {
@@ -163,7 +167,7 @@ async fn download_dir(sftp: &SftpSession, remote: &str, local: &Path) -> anyhow:
         let entries = sftp
             .read_dir(remote)
             .await
-            .with_context(|| format!("cannot list remote directory {remote}"))?;
+            .map_err(|e| anyhow!("cannot list remote directory {remote}: {}", reason(&e)))?;
         for entry in entries {
             let name = entry.file_name();
             if name == "." || name == ".." {
@@ -198,13 +202,42 @@ async fn download_file(
     let mut source = sftp
         .open(remote)
         .await
-        .with_context(|| format!("cannot open remote file {remote}"))?;
+        .map_err(|e| anyhow!("cannot open remote file {remote}: {}", reason(&e)))?;
     let mut dest = tokio::fs::File::create(local)
         .await
         .with_context(|| format!("cannot create {}", local.display()))?;
     copy(&mut source, &mut dest, attrs.size.unwrap_or(0), remote).await?;
     dest.flush().await?;
     set_local_mode(local, attrs);
+    Ok(())
+}
+
+/// The reason of an SFTP error once: the server's text without the status code's name,
+/// which says the same ("No such file: No such file or directory").
+fn reason(err: &SftpError) -> String {
+    match err {
+        SftpError::Status(status) if !status.error_message.is_empty() => {
+            status.error_message.clone()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A download names a directory that must exist: `out/` (a trailing slash) itself, or the
+/// parent of `out/file`. Said plainly instead of the OS's "Is a directory".
+fn check_local_target(local: &Path) -> anyhow::Result<()> {
+    let text = local.as_os_str().to_string_lossy();
+    if text.ends_with('/') && !local.is_dir() {
+        bail!("local directory {text} does not exist; create it first (mkdir -p {text})");
+    }
+    if let Some(parent) = local.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        bail!(
+            "local directory {} does not exist; create it first",
+            parent.display()
+        );
+    }
     Ok(())
 }
 

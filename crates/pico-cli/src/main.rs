@@ -8,6 +8,7 @@ mod config;
 mod cp;
 mod proxy;
 mod ssh;
+mod ssh_config;
 mod term;
 mod tls;
 mod tunnel;
@@ -151,7 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             proxy::run(&client, id).await?;
         }
-        Command::SshConfig => commands::ssh_config(&client, &settings).await?,
+        Command::SshConfig { install } => commands::ssh_config(&client, &settings, install).await?,
     }
     Ok(0)
 }

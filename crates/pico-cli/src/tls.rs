@@ -38,3 +38,33 @@ pub fn client_config(ca_cert: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// What to do about a refused server certificate, in words: rustls names the problem
+/// (`CaUsedAsEndEntity`, `UnknownIssuer`, …) but not the fix.
+pub fn explain(err: &std::io::Error, authority: &str) -> Option<String> {
+    let text = format!("{err:?}");
+    let advice = if text.contains("CaUsedAsEndEntity") {
+        "the server's certificate is a CA certificate (basicConstraints CA:TRUE, what \
+         `openssl req -x509` makes unless told otherwise), which is refused as a server's own \
+         certificate; make a server certificate with `pico-apiserver tls-cert --host NAME`, or \
+         add `-addext basicConstraints=critical,CA:FALSE` to the openssl command"
+            .to_owned()
+    } else if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        "the server's certificate is not signed by a CA this machine trusts; pass that CA (or \
+         the self-signed certificate itself) with --ca-cert FILE or PICO_CA_CERT"
+            .to_owned()
+    } else if text.contains("NotValidForName") {
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        format!(
+            "the server's certificate does not name {host}; use a URL with a name it has, or \
+             make one that does: `pico-apiserver tls-cert --host {host}`"
+        )
+    } else if text.contains("Expired") || text.contains("NotValidYet") {
+        "the server's certificate is outside its validity period; check the clocks, or make \
+         a new one"
+            .to_owned()
+    } else {
+        return None;
+    };
+    Some(advice)
+}

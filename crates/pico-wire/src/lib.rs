@@ -21,8 +21,9 @@ pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 100;
 
 /// Body of `POST /v1/sessions`; every field is optional and an empty body means all defaults.
+/// Unknown fields are refused (a misspelled `tll` would otherwise silently mean the default).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateSessionRequest {
     /// Lifetime in seconds (60..=28800, default 3600).
     #[schema(minimum = 60, maximum = 28800)]
@@ -38,7 +39,7 @@ pub struct CreateSessionRequest {
     pub image: Option<String>,
     /// OpenSSH public key allowed to log in (ed25519, ecdsa or rsa ≥ 2048 bits), as one
     /// `type base64 [comment]` line; when absent the server makes a key pair.
-    #[schema(format = "ssh-public-key", max_length = 16384)]
+    #[schema(format = "ssh-public-key", min_length = 1, max_length = 16384)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_public_key: Option<String>,
     /// Free-form labels of the caller, returned as given.
@@ -55,9 +56,9 @@ pub struct CreateSessionRequest {
     pub idle_timeout: Option<u64>,
 }
 
-/// Body of `PATCH /v1/sessions/{id}`.
+/// Body of `PATCH /v1/sessions/{id}`; unknown fields are refused.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExtendSessionRequest {
     /// New lifetime counted from now, in seconds.
     #[schema(minimum = 60, maximum = 28800)]

@@ -217,8 +217,9 @@ fn add_account(username: &str, uid: u32, gid: u32) -> io::Result<()> {
         (
             "passwd",
             format!(
-                "{username}:x:{uid}:{gid}:pico sandbox:{}:/bin/sh\n",
-                home.display()
+                "{username}:x:{uid}:{gid}:pico sandbox:{}:{}\n",
+                home.display(),
+                crate::config::default_shell()
             ),
             format!(":{uid}:"),
         ),
@@ -320,6 +321,39 @@ fn scratch_at(tree: Option<&OwnedFd>, target: &Path) -> io::Result<()> {
     }
 }
 
+/// What a failed name lookup in an isolated sandbox finds when it looks at
+/// /etc/resolv.conf: why there is no name server (README, `--session-network`).
+const NO_DNS: &str = "\
+# pico: this sandbox's network is isolated (--session-network isolated, the default when
+# the server has auth on): it has only loopback, so no name server and no outside host is
+# reachable, and name lookups fail. The server's operator can give sessions the host's
+# network with --session-network host.
+options attempts:1 timeout:1
+";
+
+/// Lays a read-only /etc/resolv.conf saying [`NO_DNS`] over the host's, in this mount
+/// namespace only (and only where the host has one: nothing is created in the host's /etc).
+fn explain_no_dns() -> io::Result<()> {
+    let original = Path::new("/etc/resolv.conf");
+    if !original.exists() {
+        return Ok(());
+    }
+    let dir = Path::new("/tmp/.pico-network");
+    std::fs::create_dir(dir)?;
+    let copy = dir.join("resolv.conf");
+    std::fs::write(&copy, NO_DNS)?;
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    let source = copy.as_os_str().to_str().unwrap_or_default();
+    mount(Some(source), original, None, libc::MS_BIND, None)?;
+    mount(
+        None,
+        original,
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+        None,
+    )
+}
+
 fn setup_mounts(
     spec: &IsolateSpec<'_>,
     disk: Option<&File>,
@@ -400,6 +434,10 @@ fn setup_mounts(
     }
     if let Some((uid, gid)) = spec.account {
         add_account(spec.username, uid, gid)?;
+    }
+    if spec.private_network {
+        // Only an explanation: a sandbox whose copy fails still starts.
+        let _ = explain_no_dns();
     }
     if Path::new("/dev/shm").is_dir() {
         // Memory-backed, so counted by the session's memory limit.

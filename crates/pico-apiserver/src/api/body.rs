@@ -60,6 +60,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
         }
         T::deserialize(value)
             .map(|body| Self(Some(body)))
-            .map_err(|e| ApiError::invalid_request(format!("invalid request body: {e}")))
+            .map_err(|e| {
+                let message = e.to_string();
+                let err = ApiError::invalid_request(format!("invalid request body: {message}"));
+                match unknown_field(&message) {
+                    Some(field) => err.with_details(serde_json::json!({ "field": field })),
+                    None => err,
+                }
+            })
     }
+}
+
+/// The field serde names in "unknown field `tll`, expected one of …", so that clients get
+/// the misspelled name as `details.field` as well as in the message.
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split('`').next()
 }
