@@ -3,6 +3,7 @@
 //! as the session's record (see `records.rs`), so the cluster is the source of truth.
 
 mod api;
+mod hardening;
 mod manifest;
 mod ready;
 mod records;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::api::{ApiFail, call};
+pub use self::hardening::Hardening;
 pub use self::manifest::{AgentMode, PodSettings};
 use self::manifest::{GROUP, KIND, PLURAL, SELECTOR, object_name};
 use super::{BoxedStream, Recovery, Runtime, RuntimeError, SandboxSpec};
@@ -32,6 +34,8 @@ use crate::store::SessionRecord;
 
 /// Bound of every single (non-watch) API call.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much earlier than `--create-timeout` the wait for readiness gives up.
+const OWN_TIMEOUT_MARGIN: Duration = Duration::from_millis(300);
 /// How long `delete` waits for the Sandbox to be gone before it returns anyway.
 const DELETE_WAIT: Duration = Duration::from_secs(30);
 
@@ -73,6 +77,8 @@ pub struct KubernetesRuntime {
     /// Per session: when `lastActivityAt` was last written to the cluster, and newer
     /// activity held back until the next write is due.
     activity_written: Mutex<HashMap<Uuid, records::Activity>>,
+    /// What the watch applied, for read-your-writes by resourceVersion equality.
+    seen_versions: Arc<records::SeenVersions>,
 }
 
 async fn client_for(settings: &KubeSettings) -> Result<Client, RuntimeError> {
@@ -132,10 +138,12 @@ impl KubernetesRuntime {
         let gvk = GroupVersionKind::gvk(GROUP, &version, KIND);
         let resource = ApiResource::from_gvk_with_plural(&gvk, PLURAL);
         let ns = settings.namespace.as_str();
-        let sandboxes = Api::namespaced_with(client.clone(), ns, &resource);
+        let sandboxes: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
         let writer = reflector::store::Writer::new(resource.clone());
         let cache = writer.as_reader();
         let (bump, changed) = watch::channel(0u64);
+        let seen_versions = Arc::new(records::SeenVersions::default());
+        let seen = seen_versions.clone();
         let stream = reflector::reflector(
             writer,
             watcher::watcher(
@@ -150,7 +158,14 @@ impl KubernetesRuntime {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     event = stream.next() => match event {
-                        Some(Ok(_)) => bump.send_modify(|n| *n = n.wrapping_add(1)),
+                        Some(Ok(event)) => {
+                            if let watcher::Event::Apply(o) | watcher::Event::InitApply(o) = &event
+                                && let Some(rv) = &o.metadata.resource_version
+                            {
+                                seen.record(rv);
+                            }
+                            bump.send_modify(|n| *n = n.wrapping_add(1));
+                        }
                         Some(Err(err)) => tracing::warn!(error = %err, "Sandbox watch failed; retrying"),
                         None => break,
                     },
@@ -175,6 +190,7 @@ impl KubernetesRuntime {
             cache,
             changed,
             activity_written: Mutex::default(),
+            seen_versions,
         }))
     }
 
@@ -229,6 +245,21 @@ impl KubernetesRuntime {
         Ok(())
     }
 
+    /// A Sandbox whose pod was evicted or is being recreated says `Ready=False`: its old
+    /// pod IP may already belong to another pod.
+    fn still_ready(&self, id: Uuid) -> Result<(), RuntimeError> {
+        let Some(sandbox) = self.cached(id).and_then(|o| serde_json::to_value(&*o).ok()) else {
+            return Ok(());
+        };
+        match manifest::condition(&sandbox, "Ready") {
+            Some(c) if c.status == "False" => Err(RuntimeError::Unreachable(format!(
+                "the sandbox pod is not ready ({}: {})",
+                c.reason, c.message
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     async fn pod_ip(&self, id: Uuid) -> Result<String, RuntimeError> {
         let from_cache = self
             .cached(id)
@@ -262,15 +293,24 @@ impl Runtime for KubernetesRuntime {
     async fn create(&self, spec: SandboxSpec<'_>) -> Result<(), RuntimeError> {
         let id = spec.record.id;
         let name = object_name(id);
+        let trouble = Mutex::new(None);
         let outcome = match self.create_objects(&spec).await {
             Ok(()) => {
-                let wait = ready::wait_ready(&self.sandboxes, &self.pods, &name);
-                match tokio::time::timeout(self.create_timeout, wait).await {
+                let wait = ready::wait_ready(&self.sandboxes, &self.pods, &name, &trouble);
+                // Ends a moment before the service's own bound on the create, so that the
+                // client's message is this one, naming what the pod last reported.
+                let bound = self.create_timeout.saturating_sub(OWN_TIMEOUT_MARGIN);
+                match tokio::time::timeout(bound, wait).await {
                     Ok(result) => result,
-                    Err(_) => Err(RuntimeError::Timeout(format!(
-                        "Sandbox {name} was not ready within {}s",
-                        self.create_timeout.as_secs()
-                    ))),
+                    Err(_) => {
+                        let last = trouble.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        Err(RuntimeError::Timeout(format!(
+                            "Sandbox {name} was not ready within {}s{}",
+                            self.create_timeout.as_secs(),
+                            last.map(|t| format!("; last problem: {t}"))
+                                .unwrap_or_default()
+                        )))
+                    }
                 }
             }
             Err(err) => Err(err),
@@ -318,6 +358,7 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn connect(&self, id: Uuid) -> Result<BoxedStream, RuntimeError> {
+        self.still_ready(id)?;
         let ip = self.pod_ip(id).await?;
         let addr = format!("{ip}:{}", self.pod.ssh_port);
         let stream = tokio::time::timeout(API_TIMEOUT, TcpStream::connect(&addr))
