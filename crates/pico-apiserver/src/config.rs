@@ -157,6 +157,11 @@ pub struct Config {
     #[arg(long, env = "PICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Kubernetes runtime: seconds `/readyz` stays 200 after the API server last answered,
+    /// so a short API-server blip does not take every replica out of the Service (0 = none).
+    #[arg(long, env = "PICO_READY_GRACE", default_value_t = 30)]
+    pub ready_grace: u64,
+
     /// How long a create may wait for its sandbox, in seconds.
     #[arg(long, env = "PICO_CREATE_TIMEOUT", default_value_t = 60)]
     pub create_timeout: u64,

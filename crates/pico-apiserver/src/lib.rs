@@ -175,6 +175,7 @@ async fn kubernetes(config: &Config, watches: CancellationToken) -> anyhow::Resu
             },
         },
         create_timeout: config.create_timeout(),
+        ready_grace: Duration::from_secs(config.ready_grace),
     };
     let runtime = KubernetesRuntime::start(settings, watches)
         .await

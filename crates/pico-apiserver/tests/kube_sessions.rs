@@ -198,17 +198,25 @@ fn kube_expiry_by_pico_and_by_the_cluster() {
     );
 }
 
+/// Point 7: a replica stays ready through a short API-server outage (`--ready-grace`, 30 s by
+/// default), so a blip does not take every replica out of the Service; past the grace
+/// (0 here) it is not ready.
 #[test]
-fn kube_readyz_follows_the_api_server() {
+fn kube_readyz_follows_the_api_server_with_a_grace_period() {
     let mut cluster = Cluster::start();
-    let server = cluster.server(&[]);
-    let res = server.request("GET", "/readyz").send();
-    assert_eq!(res.status, 200, "{}", res.text());
+    let server = cluster.server(&["--ready-grace", "0"]);
+    let tolerant = cluster.server(&[]);
+    for s in [&server, &tolerant] {
+        let res = s.request("GET", "/readyz").send();
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
     cluster.stop();
     server
         .request("GET", "/readyz")
         .send()
         .assert_error(503, "UNAVAILABLE");
+    let res = tolerant.request("GET", "/readyz").send();
+    assert_eq!(res.status, 200, "within the grace period: {}", res.text());
 }
 
 #[test]

@@ -34,6 +34,8 @@ use crate::store::SessionRecord;
 
 /// Bound of every single (non-watch) API call.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound of the readiness check's API call (a kubelet's probe gives up after a second).
+const READY_CHECK: Duration = Duration::from_millis(800);
 /// How much earlier than `--create-timeout` the wait for readiness gives up.
 const OWN_TIMEOUT_MARGIN: Duration = Duration::from_millis(300);
 /// How long `delete` waits for the Sandbox to be gone before it returns anyway.
@@ -57,6 +59,8 @@ pub struct KubeSettings {
     pub namespace: String,
     pub pod: PodSettings,
     pub create_timeout: Duration,
+    /// How long `/readyz` stays ready after the API server last answered (see `ready`).
+    pub ready_grace: Duration,
 }
 
 pub struct KubernetesRuntime {
@@ -70,6 +74,9 @@ pub struct KubernetesRuntime {
     pods: Api<Pod>,
     pod: PodSettings,
     create_timeout: Duration,
+    ready_grace: Duration,
+    /// When the API server last answered a readiness check.
+    last_ready: Mutex<Option<std::time::Instant>>,
     /// Every Sandbox this server manages, kept current by a watch.
     cache: reflector::Store<DynamicObject>,
     /// Bumped after every change the watch applied to `cache`.
@@ -187,6 +194,8 @@ impl KubernetesRuntime {
             sandboxes,
             pod: settings.pod,
             create_timeout: settings.create_timeout,
+            ready_grace: settings.ready_grace,
+            last_ready: Mutex::new(Some(std::time::Instant::now())),
             cache,
             changed,
             activity_written: Mutex::default(),
@@ -283,11 +292,27 @@ impl Runtime for KubernetesRuntime {
         "kubernetes"
     }
 
+    /// Ready while the API server answers, and for `ready_grace` after it last did: every
+    /// replica asks the same API server, so a short blip must not take them all out of the
+    /// Service at once (sessions and tunnels to running pods still work meanwhile). The check
+    /// itself is bounded below the readiness probe's timeout.
     async fn ready(&self) -> Result<(), RuntimeError> {
-        call(self.client.apiserver_version())
-            .await
-            .map(|_| ())
-            .map_err(|e| RuntimeError::Unavailable(format!("Kubernetes API: {e}")))
+        let answer = tokio::time::timeout(READY_CHECK, self.client.apiserver_version()).await;
+        let err = match answer {
+            Ok(Ok(_)) => {
+                *self.last_ready.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(std::time::Instant::now());
+                return Ok(());
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {}ms", READY_CHECK.as_millis()),
+        };
+        let last = *self.last_ready.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < self.ready_grace) {
+            tracing::warn!(error = %err, "Kubernetes API did not answer; still ready within the grace period");
+            return Ok(());
+        }
+        Err(RuntimeError::Unavailable(format!("Kubernetes API: {err}")))
     }
 
     async fn create(&self, spec: SandboxSpec<'_>) -> Result<(), RuntimeError> {
