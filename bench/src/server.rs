@@ -31,6 +31,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(bin_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(bin_dir, &[]).await
+    }
+
+    /// As [`Server::start`], with more flags (e.g. the Kubernetes runtime's).
+    pub async fn start_with(bin_dir: &Path, extra: &[String]) -> anyhow::Result<Self> {
         let state_dir = std::env::temp_dir().join(format!("pico-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state_dir);
         let mut child = Command::new(bin_dir.join("pico-apiserver"))
@@ -47,6 +52,7 @@ impl Server {
                 "--create-rate",
                 "0",
             ])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

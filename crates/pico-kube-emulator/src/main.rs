@@ -65,12 +65,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
     if let Some(agent) = &args.agent_binary {
         anyhow::ensure!(
             agent.is_file(),
             "--agent-binary {} does not exist",
             agent.display()
+        );
+        // The kubelet starts it from each pod's own working directory.
+        args.agent_binary = Some(
+            std::fs::canonicalize(agent)
+                .with_context(|| format!("--agent-binary {}", agent.display()))?,
         );
     }
     let mut config = EmulatorConfig {

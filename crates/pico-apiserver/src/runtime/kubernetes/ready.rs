@@ -74,10 +74,20 @@ pub fn pod_problem(pod: &Pod) -> Option<String> {
     }
     let status = pod.status.as_ref()?;
     if status.phase.as_deref() == Some("Failed") {
+        // An evicted pod says why on the pod; an exited container on its own state.
+        let exited = statuses(pod).find_map(|s| {
+            let done = s.state.as_ref()?.terminated.as_ref()?;
+            if done.exit_code == 0 {
+                return None;
+            }
+            let why = done.message.clone().or_else(|| done.reason.clone())?;
+            Some(format!("container {}: {why}", s.name))
+        });
         let why = status
             .message
             .clone()
             .or_else(|| status.reason.clone())
+            .or(exited)
             .unwrap_or_else(|| "no reason given".into());
         return Some(format!("pod failed: {why}"));
     }
@@ -110,7 +120,15 @@ pub async fn wait_ready(
         outcome = settled => match outcome {
             Ok(Some(sandbox)) => match as_value(Some(&sandbox)).and_then(|v| sandbox_failure(&v)) {
                 None => Ok(()),
-                Some(why) => Err(RuntimeError::Create(format!("Sandbox {name}: {why}"))),
+                Some(why) => {
+                    // The controller says only "Pod failed"; the pod says why.
+                    let pod = super::api::call(pods.get_opt(name)).await.ok().flatten();
+                    let detail = pod.as_ref().and_then(pod_problem).map(|p| format!(" ({p})"));
+                    Err(RuntimeError::Create(format!(
+                        "Sandbox {name}: {why}{}",
+                        detail.unwrap_or_default()
+                    )))
+                }
             },
             Ok(None) => Err(RuntimeError::Create(format!("Sandbox {name} was deleted while starting"))),
             Err(e) => Err(RuntimeError::Create(format!("watching Sandbox {name}: {e}"))),
