@@ -173,6 +173,7 @@ async fn kubernetes(config: &Config, watches: CancellationToken) -> anyhow::Resu
                     .map_err(anyhow::Error::msg)?,
                 cpu: (!config.session_cpu.is_empty()).then(|| config.session_cpu.clone()),
             },
+            server_authorized_keys: Vec::new(),
         },
         create_timeout: config.create_timeout(),
         ready_grace: Duration::from_secs(config.ready_grace),

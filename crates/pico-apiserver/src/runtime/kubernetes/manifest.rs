@@ -64,6 +64,20 @@ pub struct PodSettings {
     /// the node, as `kind load` does, is used without a registry).
     pub agent_pull_policy: String,
     pub hardening: Hardening,
+    /// Public keys (OpenSSH lines) every sandbox's agent trusts besides the session's own,
+    /// e.g. a key the server itself holds; written to the Secret's `authorized_keys`.
+    pub server_authorized_keys: Vec<String>,
+}
+
+/// The agent's `authorized_keys`: the session's key, then the server's.
+fn authorized_keys(record: &SessionRecord, pod: &PodSettings) -> String {
+    std::iter::once(record.authorized_key.as_str())
+        .chain(pod.server_authorized_keys.iter().map(String::as_str))
+        .fold(String::new(), |mut all, key| {
+            all.push_str(key.trim_end());
+            all.push('\n');
+            all
+        })
 }
 
 /// `pico-<uuid>`: the name of the Sandbox, its pod and its Secret.
@@ -239,6 +253,7 @@ pub fn secret(
     host_private_key: &str,
     version: &str,
     sandbox_uid: &str,
+    pod: &PodSettings,
 ) -> Value {
     let name = object_name(record.id);
     json!({
@@ -257,7 +272,7 @@ pub fn secret(
         },
         "stringData": {
             "host_key": host_private_key,
-            "authorized_keys": format!("{}\n", record.authorized_key),
+            "authorized_keys": authorized_keys(record, pod),
         },
     })
 }

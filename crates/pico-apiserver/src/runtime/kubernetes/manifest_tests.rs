@@ -35,6 +35,7 @@ fn pod() -> PodSettings {
         runtime_class: Some("gvisor".into()),
         agent_pull_policy: "IfNotPresent".into(),
         hardening: Hardening::default(),
+        server_authorized_keys: Vec::new(),
     }
 }
 
@@ -112,6 +113,7 @@ fn secret_is_owned_by_the_sandbox_and_holds_both_keys() {
         "-----BEGIN OPENSSH PRIVATE KEY-----\n",
         "v1beta1",
         "uid-1",
+        &pod(),
     );
     assert_eq!(s["metadata"]["name"], object_name(r.id));
     let owner = &s["metadata"]["ownerReferences"][0];
@@ -125,6 +127,14 @@ fn secret_is_owned_by_the_sandbox_and_holds_both_keys() {
     assert_eq!(
         s["stringData"]["authorized_keys"],
         "ssh-ed25519 AAAAuser pico-session\n"
+    );
+    // A key the server holds is trusted too, one per line after the session's.
+    let mut settings = pod();
+    settings.server_authorized_keys = vec!["ssh-ed25519 AAAAserver pico-server".into()];
+    let s = secret(&r, "k", "v1beta1", "uid-1", &settings);
+    assert_eq!(
+        s["stringData"]["authorized_keys"],
+        "ssh-ed25519 AAAAuser pico-session\nssh-ed25519 AAAAserver pico-server\n"
     );
 }
 

@@ -246,6 +246,7 @@ impl KubernetesRuntime {
             spec.host_private_key,
             &self.version,
             &uid,
+            &self.pod,
         ))
         .map_err(|e| RuntimeError::Create(format!("Secret manifest: {e}")))?;
         call(self.secrets.create(&PostParams::default(), &secret))
