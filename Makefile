@@ -7,7 +7,9 @@ IMAGE ?= pico:$(VERSION)
 # `make image` and `make docker-build` both leave the image here; `make kind-load` loads it.
 IMAGE_ARCHIVE := target/image/pico.tar
 KIND_CLUSTER ?= kind
-STATIC_TARGET := x86_64-unknown-linux-gnu
+# The host's architecture (x86_64 or aarch64): `make image` on an arm64 machine builds an
+# arm64 image; the Dockerfile is FROM scratch and has no architecture of its own.
+STATIC_TARGET ?= $(shell rustc -vV | sed -n 's/^host: //p')
 VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 
