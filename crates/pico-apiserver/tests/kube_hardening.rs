@@ -186,3 +186,60 @@ fn kube_sessions_follow_the_controllers_conditions() {
     let out = ssh.ssh("true");
     assert!(!out.status.success(), "a failed sandbox is not dialled");
 }
+
+/// Point 5: a pod deleted under a running session is recreated by the controller; while it
+/// starts (`Ready=False`, not a failure) the session stays `running` but is not dialled,
+/// and then it serves again on the new pod's IP with the same keys.
+#[test]
+fn kube_recreated_pod_serves_the_session_again() {
+    let cluster = Cluster::start();
+    let server = cluster.server(&[]);
+    let session = server.create(None, "");
+    let name = object_name(&session);
+    let id = session["sessionId"].as_str().expect("id");
+    let ssh = SshTarget::new(&server, &session, None);
+    assert!(ssh.ssh("true").status.success());
+
+    cluster
+        .emulator()
+        .set_pod_start_delay(Duration::from_secs(8));
+    let out = cluster.kubectl(&["delete", "pod", &name]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sandbox = cluster.get("sandboxes", &name).expect("Sandbox exists");
+        let ready = sandbox["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned());
+        if ready.is_some_and(|c| c["status"] == "False") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Ready never went False");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = ssh.ssh("true");
+    assert!(!out.status.success(), "dialled a pod that is not ready");
+    let got = server
+        .request("GET", &format!("/v1/sessions/{id}"))
+        .send()
+        .json();
+    assert_eq!(
+        got["status"], "running",
+        "a restarting pod is no failure: {got}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let out = ssh.ssh("echo back");
+        if out.status.success() {
+            assert_eq!(common::stdout(&out).trim(), "back");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served again: {}",
+            common::stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
