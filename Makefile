@@ -1,8 +1,15 @@
 # pico — build, test and deploy. `make test` is the one command that runs everything.
 CARGO ?= cargo
-IMAGE ?= pico:latest
+# Tagged with the crate version, which the server's --agent-image defaults to: with
+# imagePullPolicy IfNotPresent a kind node uses what `make kind-load` loaded.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+IMAGE ?= pico:$(VERSION)
+# `make image` and `make docker-build` both leave the image here; `make kind-load` loads it.
+IMAGE_ARCHIVE := target/image/pico.tar
 KIND_CLUSTER ?= kind
-STATIC_TARGET := x86_64-unknown-linux-gnu
+# The host's architecture (x86_64 or aarch64): `make image` on an arm64 machine builds an
+# arm64 image; the Dockerfile is FROM scratch and has no architecture of its own.
+STATIC_TARGET ?= $(shell rustc -vV | sed -n 's/^host: //p')
 VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 
@@ -74,20 +81,22 @@ image-bins: static
 
 # The image with Debian's buildah (no Docker engine needed, nothing pulled).
 image: image-bins
-	scripts/build-image.sh $(IMAGE)
+	PICO_IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) scripts/build-image.sh $(IMAGE)
 
 docker-build: image-bins
 	docker build -t $(IMAGE) .
+	docker save -o $(IMAGE_ARCHIVE) $(IMAGE)
 
 kind-load:
-	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	@command -v kind >/dev/null || { echo "kind-load: kind is missing (https://kind.sigs.k8s.io)" >&2; exit 1; }
+	@test -f $(IMAGE_ARCHIVE) || { echo "kind-load: no $(IMAGE_ARCHIVE): run make image (or make docker-build) first" >&2; exit 1; }
+	kind load image-archive $(IMAGE_ARCHIVE) --name $(KIND_CLUSTER)
 
 k8s-deploy:
-	kubectl apply -f k8s/
-	kubectl -n pico rollout status deployment/pico-apiserver
+	scripts/k8s-deploy.sh
 
 k8s-logs:
-	kubectl -n pico logs -l app.kubernetes.io/name=pico-apiserver --all-containers --prefix --tail=200
+	kubectl -n pico-apiserver logs -l app.kubernetes.io/name=pico-apiserver --all-containers --prefix --tail=200
 
 # The runtime-independent black-box API tests again, on the Kubernetes runtime (emulator).
 # The skipped ones exercise the local runtime's own processes and files.

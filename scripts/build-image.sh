@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the pico image with buildah, offline: FROM scratch over the stripped static binaries
 # that `make image-bins` puts in target/image/. Usage: scripts/build-image.sh [IMAGE]
-# (default pico:latest); `make image` runs both.
+# (default pico:<crate version>); `make image` runs both. With PICO_IMAGE_ARCHIVE=FILE it
+# also writes the image as a docker-archive there, which `make kind-load` loads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-image=${1:-pico:latest}
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+image=${1:-pico:$version}
 bin_dir=target/image
 
 for bin in pico-apiserver pico-agent; do
@@ -26,4 +28,9 @@ fi
 export STORAGE_DRIVER=${STORAGE_DRIVER:-vfs}
 export BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
 buildah bud --quiet --layers=false --build-arg "BIN_DIR=$bin_dir" -f Dockerfile -t "$image" .
+if [ -n "${PICO_IMAGE_ARCHIVE:-}" ]; then
+  rm -f "$PICO_IMAGE_ARCHIVE"
+  buildah push --quiet "$image" "docker-archive:$PICO_IMAGE_ARCHIVE:$image"
+  echo "wrote $PICO_IMAGE_ARCHIVE"
+fi
 echo "built $image"

@@ -31,6 +31,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(bin_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(bin_dir, &[]).await
+    }
+
+    /// As [`Server::start`], with more flags (e.g. the Kubernetes runtime's).
+    pub async fn start_with(bin_dir: &Path, extra: &[String]) -> anyhow::Result<Self> {
         let state_dir = std::env::temp_dir().join(format!("pico-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state_dir);
         // The server's own warnings go to a file, not between the benchmark's figures.
@@ -54,6 +59,7 @@ impl Server {
                 "--max-sessions-per-user",
                 "0",
             ])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -44,9 +44,10 @@ pub struct Config {
     #[arg(long, env = "PICO_SSH_USERNAME", default_value = "sandbox")]
     pub ssh_username: String,
 
-    /// SSH port of sandbox pods.
-    #[arg(long, env = "PICO_SSH_PORT", default_value_t = 22)]
-    pub ssh_port: u16,
+    /// SSH port of sandbox pods. Default: 2222 with `--agent-mode inject` (the agent runs
+    /// as a non-root uid, which may not bind ports below 1024), 22 with `image`.
+    #[arg(long, env = "PICO_SSH_PORT")]
+    pub ssh_port: Option<u16>,
 
     /// Serve HTTPS (rustls).
     #[arg(long, env = "PICO_ENABLE_TLS", default_value_t = false)]
@@ -142,8 +143,23 @@ pub struct Config {
     pub create_rate: u32,
 
     /// Image holding the static pico-agent (Kubernetes init container).
-    #[arg(long, env = "PICO_AGENT_IMAGE", default_value = "pico:latest")]
+    #[arg(long, env = "PICO_AGENT_IMAGE", default_value = DEFAULT_AGENT_IMAGE)]
     pub agent_image: String,
+
+    /// imagePullPolicy of the agent's init container: `IfNotPresent` uses an image loaded
+    /// into the nodes (`make kind-load`) without a registry; `Always` pulls every time.
+    #[arg(long, env = "PICO_AGENT_IMAGE_PULL_POLICY", value_enum, default_value_t = PullPolicy::IfNotPresent)]
+    pub agent_image_pull_policy: PullPolicy,
+
+    /// uid (and gid, fsGroup) of every process in a Kubernetes sandbox pod; 0 = the image's
+    /// own USER, for images that must start as root (such pods fail Pod Security "restricted").
+    #[arg(long, env = "PICO_SANDBOX_UID", default_value_t = 1000)]
+    pub sandbox_uid: u32,
+
+    /// CPU limit of one Kubernetes sandbox pod, in Kubernetes notation (e.g. 2, 500m);
+    /// empty = none. Memory comes from `--session-memory`.
+    #[arg(long, env = "PICO_SESSION_CPU", default_value = "2")]
+    pub session_cpu: String,
 
     /// How sandboxes get their SSH server: `inject` the static pico-agent (any image works)
     /// or `image` (the image runs its own sshd; public key in env SSH_PUBLIC_KEY).
@@ -161,6 +177,11 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "PICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Kubernetes runtime: seconds `/readyz` stays 200 after the API server last answered,
+    /// so a short API-server blip does not take every replica out of the Service (0 = none).
+    #[arg(long, env = "PICO_READY_GRACE", default_value_t = 30)]
+    pub ready_grace: u64,
 
     /// How long a create may wait for its sandbox, in seconds.
     #[arg(long, env = "PICO_CREATE_TIMEOUT", default_value_t = 60)]
@@ -226,6 +247,31 @@ pub enum AgentMode {
     Inject,
     Image,
 }
+
+/// The agent image's `imagePullPolicy`, as Kubernetes spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    #[value(name = "IfNotPresent")]
+    IfNotPresent,
+    #[value(name = "Always")]
+    Always,
+    #[value(name = "Never")]
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Always => "Always",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// The image `make image` builds: tagged with this version, so that `IfNotPresent` uses what
+/// `make kind-load` loaded (`:latest` would make every kubelet pull).
+pub const DEFAULT_AGENT_IMAGE: &str = concat!("pico:", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SessionNetwork {

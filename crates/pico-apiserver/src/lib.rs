@@ -35,7 +35,9 @@ use crate::auth::Authenticator;
 use crate::config::{Config, RuntimeKind};
 use crate::records::{LocalRecords, Records};
 use crate::runtime::Runtime;
-use crate::runtime::kubernetes::{AgentMode, KubeSettings, KubernetesRuntime, PodSettings};
+use crate::runtime::kubernetes::{
+    AgentMode, Hardening, KubeSettings, KubernetesRuntime, PodSettings,
+};
 use crate::runtime::local::{LocalConfig, LocalRuntime};
 use crate::service::{SessionService, Settings};
 
@@ -161,11 +163,23 @@ async fn kubernetes(config: &Config, watches: CancellationToken) -> anyhow::Resu
             },
             agent_image: config.agent_image.clone(),
             default_image: config.default_image.clone(),
-            ssh_port: config.ssh_port,
+            ssh_port: config.ssh_port.unwrap_or(match config.agent_mode {
+                config::AgentMode::Inject => 2222,
+                config::AgentMode::Image => 22,
+            }),
             ssh_username: config.ssh_username.clone(),
             runtime_class: config.runtime_class.clone(),
+            agent_pull_policy: config.agent_image_pull_policy.as_str().to_owned(),
+            hardening: Hardening {
+                uid: config.sandbox_uid,
+                memory: runtime::cgroup::parse_size(&config.session_memory)
+                    .map_err(anyhow::Error::msg)?,
+                cpu: (!config.session_cpu.is_empty()).then(|| config.session_cpu.clone()),
+            },
+            server_authorized_keys: Vec::new(),
         },
         create_timeout: config.create_timeout(),
+        ready_grace: Duration::from_secs(config.ready_grace),
     };
     let runtime = KubernetesRuntime::start(settings, watches)
         .await

@@ -96,25 +96,35 @@ fn kube_session_lifecycle_with_kubectl_and_ssh() {
         .assert_error(404, "SESSION_NOT_FOUND");
 }
 
+/// A crash fails the create at once; a pull that keeps failing is retried (it may be a
+/// registry blip) until the create timeout, whose message names the pull error.
 #[test]
 fn kube_failed_pull_or_crash_is_create_failed_and_leaves_nothing() {
     let cluster = Cluster::start();
-    let server = cluster.server(&[]);
-    let bad_agent = cluster.server(&["--agent-image", "example.com/fail-pull:agent"]);
-    for (server, image, reasons) in [
+    let server = cluster.server(&["--create-timeout", "3"]);
+    let bad_agent = cluster.server(&[
+        "--agent-image",
+        "example.com/fail-pull:agent",
+        "--create-timeout",
+        "3",
+    ]);
+    for (server, image, code, reasons) in [
         (
             &server,
             "example.com/fail-pull:1",
+            (504, "SANDBOX_TIMEOUT"),
             ["ErrImagePull", "ImagePullBackOff"],
         ),
         (
             &server,
             "example.com/crash:1",
+            (500, "SANDBOX_CREATE_FAILED"),
             ["CrashLoopBackOff", "pod failed"],
         ),
         (
             &bad_agent,
             "debian:stable-slim",
+            (504, "SANDBOX_TIMEOUT"),
             ["ErrImagePull", "ImagePullBackOff"],
         ),
     ] {
@@ -122,7 +132,7 @@ fn kube_failed_pull_or_crash_is_create_failed_and_leaves_nothing() {
             .request("POST", "/v1/sessions")
             .json(&format!(r#"{{"image": "{image}"}}"#))
             .send();
-        let body = res.assert_error(500, "SANDBOX_CREATE_FAILED");
+        let body = res.assert_error(code.0, code.1);
         let message = body["message"].as_str().expect("message");
         assert!(
             reasons.iter().any(|r| message.contains(r)),
@@ -188,32 +198,42 @@ fn kube_expiry_by_pico_and_by_the_cluster() {
     );
 }
 
+/// Point 7: a replica stays ready through a short API-server outage (`--ready-grace`, 30 s by
+/// default), so a blip does not take every replica out of the Service; past the grace
+/// (0 here) it is not ready.
 #[test]
-fn kube_readyz_follows_the_api_server() {
+fn kube_readyz_follows_the_api_server_with_a_grace_period() {
     let mut cluster = Cluster::start();
-    let server = cluster.server(&[]);
-    let res = server.request("GET", "/readyz").send();
-    assert_eq!(res.status, 200, "{}", res.text());
+    let server = cluster.server(&["--ready-grace", "0"]);
+    let tolerant = cluster.server(&[]);
+    for s in [&server, &tolerant] {
+        let res = s.request("GET", "/readyz").send();
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
     cluster.stop();
     server
         .request("GET", "/readyz")
         .send()
         .assert_error(503, "UNAVAILABLE");
+    let res = tolerant.request("GET", "/readyz").send();
+    assert_eq!(res.status, 200, "within the grace period: {}", res.text());
 }
 
 #[test]
 fn kube_v1alpha1_only_cluster_gets_v1alpha1_sandboxes() {
     let cluster = Cluster::start_with(pico_kube_emulator::EmulatorConfig {
         sandbox_versions: vec!["v1alpha1".into()],
-        ..Default::default()
+        ..kube_env::strict_config()
     });
+    cluster.emulator().load_image("python:3.12-slim");
     let server = cluster.server(&[]);
     let session = server.create(None, r#"{"image": "python:3.12-slim"}"#);
     let sandbox = cluster
         .get("sandboxes", &object_name(&session))
         .expect("Sandbox exists");
     assert_eq!(sandbox["apiVersion"], "agents.x-k8s.io/v1alpha1");
-    assert!(sandbox["spec"].get("shutdownPolicy").is_none());
+    // v1alpha1 has shutdownPolicy too: without it the cluster keeps an expired Sandbox.
+    assert_eq!(sandbox["spec"]["shutdownPolicy"], "Delete");
     let image = &sandbox["spec"]["podTemplate"]["spec"]["containers"][0]["image"];
     assert_eq!(image, "python:3.12-slim");
     let ssh = SshTarget::new(&server, &session, None);
@@ -268,6 +288,7 @@ fn kube_activity_reaches_the_cluster_at_most_once_a_minute() {
 #[test]
 fn kube_image_mode_passes_the_public_key_to_the_image() {
     let cluster = Cluster::start();
+    cluster.emulator().load_image("example.com/own-sshd:1");
     let server = cluster.server(&["--agent-mode", "image"]);
     let session = server.create(None, r#"{"image": "example.com/own-sshd:1"}"#);
     assert_eq!(session["status"], "running");

@@ -28,6 +28,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     pub served: resources::Served,
     pub logs: crate::kubelet::PodLogs,
+    /// For namespaces without a Pod Security label.
+    pub pod_security: crate::pod_security::Level,
 }
 
 /// A request for a resource path, e.g. `/apis/agents.x-k8s.io/v1beta1/namespaces/x/sandboxes/y/status`.
@@ -293,6 +295,11 @@ fn create(
     }
     let mut obj = parse_object(headers, body)?;
     crate::defaults::normalize(rp.def, &mut obj, true);
+    if rp.def.key == crate::resources::PODS.key {
+        let ns = rp.ns.as_deref().unwrap_or("");
+        let level = crate::pod_security::level_of(&app.store, ns, app.pod_security);
+        crate::pod_security::admit(&obj, level)?;
+    }
     let created = app
         .store
         .create(rp.def, rp.ns.as_deref().unwrap_or(""), obj, dry_run)?;

@@ -13,6 +13,8 @@ pub enum FailureKind {
     Crash,
     /// The container runs but never becomes ready (a failing readiness probe).
     NeverReady,
+    /// The pull fails with `ErrImagePull` for a moment, then works (a registry blip).
+    FlakyPull,
 }
 
 impl std::str::FromStr for FailureKind {
@@ -22,8 +24,9 @@ impl std::str::FromStr for FailureKind {
             "pull" => Ok(Self::PullError),
             "crash" => Ok(Self::Crash),
             "never-ready" => Ok(Self::NeverReady),
+            "flaky-pull" => Ok(Self::FlakyPull),
             _ => Err(format!(
-                "unknown failure kind {s:?}: use pull, crash or never-ready"
+                "unknown failure kind {s:?}: use pull, flaky-pull, crash or never-ready"
             )),
         }
     }
@@ -66,6 +69,12 @@ pub struct EmulatorConfig {
     /// Served Sandbox versions (`v1beta1`, `v1alpha1`); only `v1alpha1` emulates an older
     /// agent-sandbox release.
     pub sandbox_versions: Vec<String>,
+    /// Images loaded into the node, as `kind load` does; `None` (the default): every image
+    /// is there. With a list, a container whose image must be pulled (policy `Always`, or
+    /// `IfNotPresent` for an image not in the list) fails with `ErrImagePull`: no registry.
+    pub loaded_images: Option<Vec<String>>,
+    /// Pod Security level for namespaces without a `pod-security.kubernetes.io/enforce` label.
+    pub pod_security: crate::pod_security::Level,
 }
 
 impl Default for EmulatorConfig {
@@ -81,8 +90,11 @@ impl Default for EmulatorConfig {
                 ImageFailure::new("fail-pull", FailureKind::PullError),
                 ImageFailure::new("crash", FailureKind::Crash),
                 ImageFailure::new("never-ready", FailureKind::NeverReady),
+                ImageFailure::new("flaky-pull", FailureKind::FlakyPull),
             ],
             sandbox_versions: vec!["v1beta1".into(), "v1alpha1".into()],
+            loaded_images: None,
+            pod_security: crate::pod_security::Level::Privileged,
         }
     }
 }

@@ -7,12 +7,21 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use crate::pod_security::{self, Level};
 use crate::resources::{PODS, SANDBOXES, SERVICES};
 use crate::selector::Filter;
 use crate::store::{DeleteOpts, ObjKey, Store, now_rfc3339};
 
 pub const NAME_HASH_LABEL: &str = "agents.x-k8s.io/sandbox-name-hash";
 const NODE_NAME: &str = "pico-kube-emulator";
+
+/// What every reconcile needs besides the store.
+struct Cx {
+    /// The Sandbox version the pods' owner references name.
+    ov: String,
+    /// For namespaces without a Pod Security label.
+    pod_security: Level,
+}
 
 /// FNV-1a 32-bit in hex, as the agent-sandbox controller labels its pods.
 pub fn name_hash(name: &str) -> String {
@@ -26,23 +35,31 @@ pub fn name_hash(name: &str) -> String {
 
 /// Reconciles on every Sandbox or Pod event, and on a short tick for `shutdownTime`.
 /// `owner_api_version` is the Sandbox version the pods' owner references name.
-pub async fn run(store: Arc<Store>, shutdown: CancellationToken, owner_api_version: String) {
-    let ov = owner_api_version.as_str();
+pub async fn run(
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+    owner_api_version: String,
+    pod_security: Level,
+) {
+    let cx = &Cx {
+        ov: owner_api_version,
+        pod_security,
+    };
     let mut rx = store.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => reconcile_all(&store, ov),
+            _ = tick.tick() => reconcile_all(&store, cx),
             r = rx.recv() => match r {
-                Ok(ev) if ev.key.res == SANDBOXES.key => reconcile(&store, &ev.key.ns, &ev.key.name, ov),
+                Ok(ev) if ev.key.res == SANDBOXES.key => reconcile(&store, &ev.key.ns, &ev.key.name, cx),
                 Ok(ev) if ev.key.res == PODS.key => {
                     if let Some(owner) = sandbox_owner(&ev.object) {
-                        reconcile(&store, &ev.key.ns, &owner, ov);
+                        reconcile(&store, &ev.key.ns, &owner, cx);
                     }
                 }
                 Ok(_) => {}
-                Err(RecvError::Lagged(_)) => reconcile_all(&store, ov),
+                Err(RecvError::Lagged(_)) => reconcile_all(&store, cx),
                 Err(RecvError::Closed) => return,
             },
         }
@@ -57,14 +74,14 @@ fn sandbox_owner(pod: &Value) -> Option<String> {
         .and_then(|r| r["name"].as_str().map(str::to_string))
 }
 
-fn reconcile_all(store: &Store, ov: &str) {
+fn reconcile_all(store: &Store, cx: &Cx) {
     let (all, _) = store.list(SANDBOXES.key, None, &Filter::default());
     for sb in all {
         let (ns, name) = (
             sb["metadata"]["namespace"].as_str().unwrap_or(""),
             sb["metadata"]["name"].as_str().unwrap_or(""),
         );
-        reconcile(store, ns, name, ov);
+        reconcile(store, ns, name, cx);
     }
 }
 
@@ -187,7 +204,8 @@ fn pod_problem(pod: &Value) -> String {
     )
 }
 
-fn reconcile(store: &Store, ns: &str, name: &str, ov: &str) {
+fn reconcile(store: &Store, ns: &str, name: &str, cx: &Cx) {
+    let ov = cx.ov.as_str();
     let key = ObjKey::new(&SANDBOXES, ns, name);
     let Some(sb) = store.get(&key) else { return };
     let spec = &sb["spec"];
@@ -231,10 +249,19 @@ fn reconcile(store: &Store, ns: &str, name: &str, ov: &str) {
         ));
     } else {
         let pod_key = ObjKey::new(&PODS, ns, name);
+        let mut refused = None;
         let pod = match store.get(&pod_key) {
             Some(p) => Some(p),
             None => {
-                let _ = store.create(&PODS, ns, pod_for(&sb, name, &hash, ov), false);
+                // The controller's create goes through admission like any other client's.
+                let new_pod = pod_for(&sb, name, &hash, ov);
+                let level = pod_security::level_of(store, ns, cx.pod_security);
+                match pod_security::admit(&new_pod, level) {
+                    Ok(()) => {
+                        let _ = store.create(&PODS, ns, new_pod, false);
+                    }
+                    Err(e) => refused = Some(e.message),
+                }
                 store.get(&pod_key)
             }
         };
@@ -248,7 +275,32 @@ fn reconcile(store: &Store, ns: &str, name: &str, ov: &str) {
             cs.iter()
                 .any(|c| c["type"] == "Ready" && c["status"] == "True")
         });
-        if ready {
+        let phase = pod["status"]["phase"].as_str().unwrap_or("");
+        if let Some(why) = refused {
+            // As upstream's computeReadyCondition reports an error from the reconcile.
+            conditions.push(condition(
+                &old_status,
+                "Ready",
+                false,
+                "ReconcilerError",
+                &format!("Error seen: {why}"),
+                &generation,
+            ));
+        } else if phase == "Failed" || phase == "Succeeded" {
+            let (reason, message) = if phase == "Failed" {
+                ("PodFailed", "Pod failed")
+            } else {
+                ("PodSucceeded", "Pod completed successfully")
+            };
+            conditions.push(condition(
+                &old_status,
+                "Ready",
+                false,
+                reason,
+                message,
+                &generation,
+            ));
+        } else if ready {
             conditions.push(condition(
                 &old_status,
                 "Ready",
@@ -267,7 +319,6 @@ fn reconcile(store: &Store, ns: &str, name: &str, ov: &str) {
                 &generation,
             ));
         }
-        let phase = pod["status"]["phase"].as_str().unwrap_or("");
         if phase == "Failed" || phase == "Succeeded" {
             let reason = if phase == "Failed" {
                 "PodFailed"

@@ -5,6 +5,46 @@ use serde_json::{Value, json};
 
 use crate::resources::{self, ResourceDef};
 
+/// What kube-apiserver's defaulting and the ServiceAccount admission add to a new pod's spec.
+fn pod_defaults(spec: &mut Value) {
+    let defaults = [
+        ("restartPolicy", json!("Always")),
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("schedulerName", json!("default-scheduler")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("securityContext", json!({})),
+        ("serviceAccountName", json!("default")),
+        ("enableServiceLinks", json!(true)),
+    ];
+    for (key, value) in defaults {
+        if spec[key].is_null() {
+            spec[key] = value;
+        }
+    }
+    for list in ["initContainers", "containers"] {
+        let Some(containers) = spec[list].as_array_mut() else {
+            continue;
+        };
+        for c in containers {
+            if c["imagePullPolicy"].is_null() {
+                let image = c["image"].as_str().unwrap_or("");
+                c["imagePullPolicy"] = json!(crate::images::default_pull_policy(image));
+            }
+            if c["terminationMessagePath"].is_null() {
+                c["terminationMessagePath"] = json!("/dev/termination-log");
+            }
+            if c["terminationMessagePolicy"].is_null() {
+                c["terminationMessagePolicy"] = json!("File");
+            }
+            for port in c["ports"].as_array_mut().into_iter().flatten() {
+                if port["protocol"].is_null() {
+                    port["protocol"] = json!("TCP");
+                }
+            }
+        }
+    }
+}
+
 /// Type-specific defaults on create and update, as kube-apiserver's strategies apply them.
 pub fn normalize(def: &ResourceDef, obj: &mut Value, creating: bool) {
     if def.key == resources::SECRETS.key {
@@ -24,9 +64,7 @@ pub fn normalize(def: &ResourceDef, obj: &mut Value, creating: bool) {
     match def.key {
         "pods" => {
             obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
-            if obj["spec"]["restartPolicy"].is_null() {
-                obj["spec"]["restartPolicy"] = json!("Always");
-            }
+            pod_defaults(&mut obj["spec"]);
         }
         "services" => {
             if obj["spec"]["type"].is_null() {

@@ -27,7 +27,12 @@ pub struct KubeletSettings {
     pub start_delay: Duration,
     pub failures: Vec<ImageFailure>,
     pub agent_binary: PathBuf,
+    /// Images on the node (`kind load`); `None`: every image is there and nothing is pulled.
+    pub loaded_images: Option<Vec<String>>,
 }
+
+/// How long a `flaky-pull` image fails to pull before the pull works.
+const FLAKY_PULL_FOR: Duration = Duration::from_millis(1500);
 
 pub type SharedSettings = Arc<RwLock<KubeletSettings>>;
 
@@ -263,6 +268,8 @@ impl PodRunner {
                 set(ContainerState::CrashLoop(msg), "Running", Some(ip));
             }
             FailureKind::NeverReady => set(ContainerState::Running, "Running", Some(ip)),
+            // Handled in `run`: the pod starts after the blip.
+            FailureKind::FlakyPull => {}
         }
     }
 
@@ -273,13 +280,95 @@ impl PodRunner {
             return;
         }
         let ip = next_ip();
-        match self.failure() {
-            Some((kind, image, init)) => self.fail(kind, &image, init, ip).await,
-            None if agent::agent_container(&self.pod).is_some() => self.run_agent(ip).await,
-            None => self.set("Running", Some(ip), true, &ContainerState::Running),
+        if self.pull_images().await {
+            match self.failure() {
+                Some((FailureKind::FlakyPull, image, init)) => {
+                    let msg =
+                        format!("failed to pull image \"{image}\": emulated transient failure");
+                    self.set_waiting(init, "ErrImagePull", msg);
+                    if self.pause(FLAKY_PULL_FOR).await {
+                        self.start_containers(ip).await;
+                    }
+                }
+                Some((kind, image, init)) => self.fail(kind, &image, init, ip).await,
+                None => self.start_containers(ip).await,
+            }
         }
         self.token.cancelled().await;
         self.logs.forget(&self.uid);
+    }
+
+    fn set_waiting(&self, init: bool, reason: &'static str, msg: String) {
+        let state = ContainerState::Waiting(reason, msg);
+        if init {
+            self.set_init(&state);
+        } else {
+            self.set("Pending", None, false, &state);
+        }
+    }
+
+    /// Every container's image must be on the node, or pulled (and there is no registry): a
+    /// pull failure alternates `ErrImagePull` and `ImagePullBackOff` until the pod goes.
+    /// False when the pod never gets its images.
+    async fn pull_images(&self) -> bool {
+        let loaded = self.settings.loaded_images.as_deref();
+        let problem = ["initContainers", "containers"].iter().find_map(|list| {
+            let containers = self.pod["spec"][*list].as_array()?;
+            containers
+                .iter()
+                // Scripted failures stand for their own pull (or crash) story.
+                .filter(|c| {
+                    let image = c["image"].as_str().unwrap_or("");
+                    !self
+                        .settings
+                        .failures
+                        .iter()
+                        .any(|f| image.contains(&f.pattern))
+                })
+                .find_map(|c| crate::images::problem(loaded, c))
+                .map(|p| (p, *list == "initContainers"))
+        });
+        let Some((problem, init)) = problem else {
+            return true;
+        };
+        if problem.fatal {
+            self.set_waiting(init, problem.reason, problem.message);
+            return false;
+        }
+        for round in 0u32.. {
+            let reason = if round % 2 == 0 {
+                problem.reason
+            } else {
+                "ImagePullBackOff"
+            };
+            self.set_waiting(init, reason, problem.message.clone());
+            if !self.pause(Duration::from_secs(1)).await {
+                break;
+            }
+        }
+        false
+    }
+
+    /// The kubelet refuses a container whose security context cannot hold, else starts them.
+    async fn start_containers(&self, ip: Ipv4Addr) {
+        for list in ["initContainers", "containers"] {
+            let containers = self.pod["spec"][list]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if let Some(msg) = containers
+                .iter()
+                .find_map(|c| crate::runas::config_problem(&self.pod, c))
+            {
+                self.set_waiting(list == "initContainers", "CreateContainerConfigError", msg);
+                return;
+            }
+        }
+        if agent::agent_container(&self.pod).is_some() {
+            self.run_agent(ip).await;
+        } else {
+            self.set("Running", Some(ip), true, &ContainerState::Running);
+        }
     }
 
     async fn run_agent(&self, mut ip: Ipv4Addr) {
@@ -332,6 +421,10 @@ impl PodRunner {
             }
             ip = next_ip();
             cmd = agent::agent_command(container, &vols, ip);
+        }
+        if let Some(msg) = crate::runas::run_problem(&self.pod, container, cmd.port) {
+            self.set("Running", Some(ip), false, &ContainerState::CrashLoop(msg));
+            return;
         }
         tracing::info!(pod = %self.key.name, %ip, port = cmd.port, args = ?cmd.args, "starting pico-agent");
         let child = tokio::process::Command::new(&self.settings.agent_binary)

@@ -42,6 +42,16 @@ struct Args {
     /// fail-pull, crash and never-ready are built in).
     #[arg(long, env = "PICO_EMULATOR_IMAGE_FAILURE", value_delimiter = ',', value_parser = parse_image_failure)]
     image_failure: Vec<ImageFailure>,
+    /// Images on the emulated node, as `kind load docker-image` puts them there (repeatable or
+    /// comma-separated). When given, a container whose image must be pulled (policy `Always`,
+    /// which `:latest` gets by default, or `IfNotPresent` for an image not listed) fails with
+    /// `ErrImagePull`: the emulated node has no registry. Default: every image is present.
+    #[arg(long, env = "PICO_EMULATOR_LOADED_IMAGE", value_delimiter = ',')]
+    loaded_image: Option<Vec<String>>,
+    /// Pod Security level enforced in namespaces without a `pod-security.kubernetes.io/enforce`
+    /// label: privileged, baseline or restricted.
+    #[arg(long, env = "PICO_EMULATOR_POD_SECURITY", default_value = "privileged")]
+    pod_security: pico_kube_emulator::pod_security::Level,
     /// Require this bearer token on every request.
     #[arg(long, env = "PICO_EMULATOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -55,12 +65,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
     if let Some(agent) = &args.agent_binary {
         anyhow::ensure!(
             agent.is_file(),
             "--agent-binary {} does not exist",
             agent.display()
+        );
+        // The kubelet starts it from each pod's own working directory.
+        args.agent_binary = Some(
+            std::fs::canonicalize(agent)
+                .with_context(|| format!("--agent-binary {}", agent.display()))?,
         );
     }
     let mut config = EmulatorConfig {
@@ -69,6 +84,8 @@ async fn main() -> anyhow::Result<()> {
         agent_binary: args.agent_binary,
         pod_start_delay: args.pod_start_delay,
         sandbox_versions: args.sandbox_versions,
+        loaded_images: args.loaded_image,
+        pod_security: args.pod_security,
         ..EmulatorConfig::default()
     };
     config.image_failures.extend(args.image_failure);

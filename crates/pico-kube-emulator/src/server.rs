@@ -68,6 +68,7 @@ impl Emulator {
                 .agent_binary
                 .clone()
                 .unwrap_or_else(config::default_agent_binary),
+            loaded_images: config.loaded_images.clone(),
         }));
         let logs = kubelet::PodLogs::default();
         let app = Arc::new(App {
@@ -78,6 +79,7 @@ impl Emulator {
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown.clone(),
             served,
+            pod_security: config.pod_security,
         });
         let router = api::router(app);
         let stop = shutdown.clone();
@@ -93,6 +95,7 @@ impl Emulator {
             store.clone(),
             shutdown.child_token(),
             owner_api_version,
+            config.pod_security,
         ));
         let kubelet = kubelet::Kubelet {
             store: store.clone(),
@@ -164,6 +167,40 @@ impl EmulatorHandle {
     /// Pods started from now on whose image contains `pattern` fail as `kind`.
     pub fn add_image_failure(&self, pattern: &str, kind: FailureKind) {
         self.with_settings(|s| s.failures.push(ImageFailure::new(pattern, kind)));
+    }
+
+    /// Evicts a pod as a kubelet under node pressure does: phase `Failed`, reason `Evicted`.
+    /// False when there is no such pod.
+    pub fn evict_pod(&self, namespace: &str, name: &str) -> bool {
+        let key = crate::store::ObjKey::new(&crate::resources::PODS, namespace, name);
+        self.store
+            .update(&crate::resources::PODS, &key, false, |old| {
+                let mut pod = old.clone();
+                pod["status"]["phase"] = serde_json::json!("Failed");
+                pod["status"]["reason"] = serde_json::json!("Evicted");
+                pod["status"]["message"] =
+                    serde_json::json!("The node was low on resource: memory.");
+                for c in pod["status"]["conditions"]
+                    .as_array_mut()
+                    .into_iter()
+                    .flatten()
+                {
+                    if c["type"] == "Ready" || c["type"] == "ContainersReady" {
+                        c["status"] = serde_json::json!("False");
+                    }
+                }
+                Ok(pod)
+            })
+            .is_ok()
+    }
+
+    /// Puts an image on the node, as `kind load docker-image` does (for pods started from now on).
+    pub fn load_image(&self, image: &str) {
+        self.with_settings(|s| {
+            s.loaded_images
+                .get_or_insert_with(Vec::new)
+                .push(image.into())
+        });
     }
 
     fn with_settings(&self, f: impl FnOnce(&mut KubeletSettings)) {

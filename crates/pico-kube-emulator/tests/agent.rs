@@ -223,8 +223,17 @@ async fn failing_agent_fails_the_pod_with_its_last_words() {
         common::condition_is(o, "Finished", "True")
     })
     .await;
-    let msg = finished.data["status"]["conditions"][0]["message"]
-        .as_str()
+    // Ready says `PodFailed: Pod failed` as upstream; Finished carries the pod's last words.
+    let conditions = finished.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let ready = conditions.iter().find(|c| c["type"] == "Ready");
+    assert_eq!(ready.map(|c| c["reason"].clone()), Some(json!("PodFailed")));
+    let msg = conditions
+        .iter()
+        .find(|c| c["type"] == "Finished")
+        .and_then(|c| c["message"].as_str())
         .unwrap_or("")
         .to_string();
     assert!(

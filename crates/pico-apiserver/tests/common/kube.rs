@@ -22,8 +22,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// As strict as a fresh kind cluster: only the images `make kind-load` and the tests'
+    /// default session image are on the node (no registry), and every namespace enforces
+    /// Pod Security "restricted".
     pub fn start() -> Self {
-        Self::start_with(EmulatorConfig::default())
+        Self::start_with(strict_config())
     }
 
     pub fn start_with(config: EmulatorConfig) -> Self {
@@ -129,6 +132,21 @@ impl Cluster {
             assert!(Instant::now() < deadline, "{kind}/{name} is still there");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// The agent image `make image` tags and `make kind-load` loads: the server's default.
+pub const AGENT_IMAGE: &str = concat!("pico:", env!("CARGO_PKG_VERSION"));
+
+/// Images on the emulated node unless a test loads more.
+pub const LOADED_IMAGES: &[&str] = &[AGENT_IMAGE, "debian:stable-slim"];
+
+/// The emulator as strict as [`Cluster::start`] makes it.
+pub fn strict_config() -> EmulatorConfig {
+    EmulatorConfig {
+        loaded_images: Some(LOADED_IMAGES.iter().map(|s| s.to_string()).collect()),
+        pod_security: pico_kube_emulator::pod_security::Level::Restricted,
+        ..EmulatorConfig::default()
     }
 }
 

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use super::hardening::{self, Hardening};
 use crate::store::SessionRecord;
 
 pub const GROUP: &str = "agents.x-k8s.io";
@@ -59,6 +60,24 @@ pub struct PodSettings {
     pub ssh_port: u16,
     pub ssh_username: String,
     pub runtime_class: Option<String>,
+    /// `imagePullPolicy` of the agent's init container (`IfNotPresent`: an image loaded into
+    /// the node, as `kind load` does, is used without a registry).
+    pub agent_pull_policy: String,
+    pub hardening: Hardening,
+    /// Public keys (OpenSSH lines) every sandbox's agent trusts besides the session's own,
+    /// e.g. a key the server itself holds; written to the Secret's `authorized_keys`.
+    pub server_authorized_keys: Vec<String>,
+}
+
+/// The agent's `authorized_keys`: the session's key, then the server's.
+fn authorized_keys(record: &SessionRecord, pod: &PodSettings) -> String {
+    std::iter::once(record.authorized_key.as_str())
+        .chain(pod.server_authorized_keys.iter().map(String::as_str))
+        .fold(String::new(), |mut all, key| {
+            all.push_str(key.trim_end());
+            all.push('\n');
+            all
+        })
 }
 
 /// `pico-<uuid>`: the name of the Sandbox, its pod and its Secret.
@@ -145,6 +164,8 @@ pub fn sandbox(record: &SessionRecord, version: &str, pod: &PodSettings) -> Valu
     let name = object_name(record.id);
     let image = record.image.as_deref().unwrap_or(&pod.default_image);
     let listen = format!("0.0.0.0:{}", pod.ssh_port);
+    // Any image's own home may not be writable by the sandbox uid: an emptyDir is.
+    let home = format!("/home/{}", pod.ssh_username);
     let mut pod_spec = json!({
         "automountServiceAccountToken": false,
         "enableServiceLinks": false,
@@ -152,6 +173,7 @@ pub fn sandbox(record: &SessionRecord, version: &str, pod: &PodSettings) -> Valu
         "initContainers": [{
             "name": "install-agent",
             "image": pod.agent_image,
+            "imagePullPolicy": pod.agent_pull_policy,
             "command": [AGENT_IN_IMAGE, "install", AGENT_DIR],
             "volumeMounts": [{"name": "pico-agent", "mountPath": AGENT_DIR}],
         }],
@@ -164,16 +186,19 @@ pub fn sandbox(record: &SessionRecord, version: &str, pod: &PodSettings) -> Valu
                 "--host-key", format!("{KEYS_DIR}/host_key"),
                 "--authorized-keys", format!("{KEYS_DIR}/authorized_keys"),
                 "--username", pod.ssh_username,
+                "--home", home,
             ],
             "ports": [{"name": "ssh", "containerPort": pod.ssh_port, "protocol": "TCP"}],
             "readinessProbe": {"tcpSocket": {"port": pod.ssh_port}, "periodSeconds": 2},
             "volumeMounts": [
                 {"name": "pico-agent", "mountPath": AGENT_DIR, "readOnly": true},
                 {"name": "pico-keys", "mountPath": KEYS_DIR, "readOnly": true},
+                {"name": "pico-home", "mountPath": home},
             ],
         }],
         "volumes": [
             {"name": "pico-agent", "emptyDir": {}},
+            {"name": "pico-home", "emptyDir": {}},
             {"name": "pico-keys", "secret": {"secretName": name, "defaultMode": 0o400}},
         ],
     });
@@ -183,6 +208,7 @@ pub fn sandbox(record: &SessionRecord, version: &str, pod: &PodSettings) -> Valu
     if let Some(class) = &pod.runtime_class {
         pod_spec["runtimeClassName"] = json!(class);
     }
+    hardening::harden(&mut pod_spec, &pod.hardening);
     let mut spec = json!({
         "shutdownTime": shutdown_time(record.expires_at),
         "podTemplate": {
@@ -190,9 +216,8 @@ pub fn sandbox(record: &SessionRecord, version: &str, pod: &PodSettings) -> Valu
             "spec": pod_spec,
         },
     });
-    if version != "v1alpha1" {
-        spec["shutdownPolicy"] = json!("Delete");
-    }
+    // Both versions have it (v1alpha1 too): without it an expired Sandbox stays behind.
+    spec["shutdownPolicy"] = json!("Delete");
     json!({
         "apiVersion": format!("{GROUP}/{version}"),
         "kind": KIND,
@@ -217,7 +242,7 @@ fn own_sshd(pod_spec: &mut Value, record: &SessionRecord) {
     container["volumeMounts"] =
         json!([{"name": "pico-keys", "mountPath": KEYS_DIR, "readOnly": true}]);
     if let Some(volumes) = pod_spec["volumes"].as_array_mut() {
-        volumes.retain(|v| v["name"] != "pico-agent");
+        volumes.retain(|v| v["name"] != "pico-agent" && v["name"] != "pico-home");
     }
 }
 
@@ -228,6 +253,7 @@ pub fn secret(
     host_private_key: &str,
     version: &str,
     sandbox_uid: &str,
+    pod: &PodSettings,
 ) -> Value {
     let name = object_name(record.id);
     json!({
@@ -246,7 +272,7 @@ pub fn secret(
         },
         "stringData": {
             "host_key": host_private_key,
-            "authorized_keys": format!("{}\n", record.authorized_key),
+            "authorized_keys": authorized_keys(record, pod),
         },
     })
 }
@@ -277,6 +303,16 @@ pub fn record_from(sandbox: &Value) -> Option<SessionRecord> {
             Some("terminating") => SessionStatus::Terminating,
             _ => SessionStatus::Pending,
         }
+    };
+    // The controller's word that the pod is gone for good (evicted, failed, refused) beats
+    // the status pico wrote: the session can no longer run.
+    let status = match status {
+        SessionStatus::Running | SessionStatus::Pending
+            if super::ready::sandbox_failure(sandbox).is_some() =>
+        {
+            SessionStatus::Failed
+        }
+        other => other,
     };
     let metadata = match serde_json::from_str(&text(notes, A_METADATA)?) {
         Ok(Value::Object(map)) => map,
@@ -310,16 +346,26 @@ pub fn pod_ip(sandbox: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The `status` of one of the Sandbox's conditions.
-pub fn condition(sandbox: &Value, kind: &str) -> Option<(String, String)> {
+/// One of the Sandbox's status conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The Sandbox's condition of type `kind`.
+pub fn condition(sandbox: &Value, kind: &str) -> Option<Condition> {
     let found = sandbox["status"]["conditions"]
         .as_array()?
         .iter()
         .find(|c| c["type"] == kind)?;
-    Some((
-        found["status"].as_str()?.to_owned(),
-        found["message"].as_str().unwrap_or_default().to_owned(),
-    ))
+    let text = |k: &str| found[k].as_str().unwrap_or_default().to_owned();
+    Some(Condition {
+        status: found["status"].as_str()?.to_owned(),
+        reason: text("reason"),
+        message: text("message"),
+    })
 }
 
 #[cfg(test)]

@@ -33,6 +33,9 @@ fn pod() -> PodSettings {
         ssh_port: 2222,
         ssh_username: "sandbox".into(),
         runtime_class: Some("gvisor".into()),
+        agent_pull_policy: "IfNotPresent".into(),
+        hardening: Hardening::default(),
+        server_authorized_keys: Vec::new(),
     }
 }
 
@@ -75,25 +78,27 @@ fn sandbox_carries_name_labels_expiry_and_agent_injection() {
             "--authorized-keys",
             "/etc/pico/authorized_keys",
             "--username",
-            "sandbox"
+            "sandbox",
+            "--home",
+            "/home/sandbox"
         ])
     );
     assert_eq!(
         spec["volumes"][0],
         json!({"name": "pico-agent", "emptyDir": {}})
     );
-    assert_eq!(spec["volumes"][1]["secret"]["secretName"], name);
+    assert_eq!(spec["volumes"][2]["secret"]["secretName"], name);
 }
 
 #[test]
-fn v1alpha1_has_no_shutdown_policy_and_default_image_applies() {
+fn v1alpha1_has_a_shutdown_policy_and_default_image_applies() {
     let mut r = record();
     r.image = None;
     let mut settings = pod();
     settings.runtime_class = None;
     let s = sandbox(&r, "v1alpha1", &settings);
     assert_eq!(s["apiVersion"], "agents.x-k8s.io/v1alpha1");
-    assert!(s["spec"].get("shutdownPolicy").is_none());
+    assert_eq!(s["spec"]["shutdownPolicy"], "Delete");
     let spec = &s["spec"]["podTemplate"]["spec"];
     assert!(spec.get("runtimeClassName").is_none());
     assert_eq!(spec["containers"][0]["image"], "debian:stable-slim");
@@ -108,6 +113,7 @@ fn secret_is_owned_by_the_sandbox_and_holds_both_keys() {
         "-----BEGIN OPENSSH PRIVATE KEY-----\n",
         "v1beta1",
         "uid-1",
+        &pod(),
     );
     assert_eq!(s["metadata"]["name"], object_name(r.id));
     let owner = &s["metadata"]["ownerReferences"][0];
@@ -121,6 +127,14 @@ fn secret_is_owned_by_the_sandbox_and_holds_both_keys() {
     assert_eq!(
         s["stringData"]["authorized_keys"],
         "ssh-ed25519 AAAAuser pico-session\n"
+    );
+    // A key the server holds is trusted too, one per line after the session's.
+    let mut settings = pod();
+    settings.server_authorized_keys = vec!["ssh-ed25519 AAAAserver pico-server".into()];
+    let s = secret(&r, "k", "v1beta1", "uid-1", &settings);
+    assert_eq!(
+        s["stringData"]["authorized_keys"],
+        "ssh-ed25519 AAAAuser pico-session\nssh-ed25519 AAAAserver pico-server\n"
     );
 }
 
@@ -159,7 +173,11 @@ fn pod_ip_and_condition_from_status() {
     let s = json!({"status": {"podIPs": ["127.1.0.2"],
         "conditions": [{"type": "Ready", "status": "True", "message": "ok"}]}});
     assert_eq!(pod_ip(&s).as_deref(), Some("127.1.0.2"));
-    assert_eq!(condition(&s, "Ready"), Some(("True".into(), "ok".into())));
+    let ready = condition(&s, "Ready").expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.message.as_str()),
+        ("True", "ok")
+    );
     assert_eq!(
         pod_ip(&json!({"status": {"podIPs": [{"ip": "10.0.0.1"}]}})).as_deref(),
         Some("10.0.0.1")
@@ -222,4 +240,57 @@ mod properties {
             prop_assert_eq!(back.metadata, original.metadata);
         }
     }
+}
+
+#[test]
+fn failed_sandbox_is_a_failed_session_on_either_version() {
+    let r = record();
+    for version in ["v1beta1", "v1alpha1"] {
+        let mut s = sandbox(&r, version, &pod());
+        // v1alpha1 too: without it an expired Sandbox is kept and its session lingers.
+        assert_eq!(s["spec"]["shutdownPolicy"], "Delete", "{version}");
+        assert_eq!(
+            record_from(&s).map(|r| r.status),
+            Some(SessionStatus::Running)
+        );
+        s["status"] = json!({"conditions": [{"type": "Ready", "status": "False",
+            "reason": "PodFailed", "message": "Pod failed"}]});
+        assert_eq!(
+            record_from(&s).map(|r| r.status),
+            Some(SessionStatus::Failed)
+        );
+        s["status"]["conditions"][0]["reason"] = json!("DependenciesNotReady");
+        assert_eq!(
+            record_from(&s).map(|r| r.status),
+            Some(SessionStatus::Running)
+        );
+    }
+}
+
+#[test]
+fn pod_is_hardened_with_a_writable_home_and_a_pinned_pull_policy() {
+    let s = sandbox(&record(), "v1beta1", &pod());
+    let spec = &s["spec"]["podTemplate"]["spec"];
+    assert_eq!(spec["initContainers"][0]["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(spec["securityContext"]["fsGroup"], 1000);
+    let c = &spec["containers"][0];
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    let argv: Vec<&str> = c["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        argv.windows(2).any(|w| w == ["--home", "/home/sandbox"]),
+        "{argv:?}"
+    );
+    assert!(
+        c["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .any(|m| m["mountPath"] == "/home/sandbox")
+    );
 }

@@ -3,6 +3,7 @@
 //! as the session's record (see `records.rs`), so the cluster is the source of truth.
 
 mod api;
+mod hardening;
 mod manifest;
 mod ready;
 mod records;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::api::{ApiFail, call};
+pub use self::hardening::Hardening;
 pub use self::manifest::{AgentMode, PodSettings};
 use self::manifest::{GROUP, KIND, PLURAL, SELECTOR, object_name};
 use super::{BoxedStream, Recovery, Runtime, RuntimeError, SandboxSpec};
@@ -32,6 +34,10 @@ use crate::store::SessionRecord;
 
 /// Bound of every single (non-watch) API call.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound of the readiness check's API call (a kubelet's probe gives up after a second).
+const READY_CHECK: Duration = Duration::from_millis(800);
+/// How much earlier than `--create-timeout` the wait for readiness gives up.
+const OWN_TIMEOUT_MARGIN: Duration = Duration::from_millis(300);
 /// How long `delete` waits for the Sandbox to be gone before it returns anyway.
 const DELETE_WAIT: Duration = Duration::from_secs(30);
 
@@ -53,6 +59,8 @@ pub struct KubeSettings {
     pub namespace: String,
     pub pod: PodSettings,
     pub create_timeout: Duration,
+    /// How long `/readyz` stays ready after the API server last answered (see `ready`).
+    pub ready_grace: Duration,
 }
 
 pub struct KubernetesRuntime {
@@ -66,6 +74,9 @@ pub struct KubernetesRuntime {
     pods: Api<Pod>,
     pod: PodSettings,
     create_timeout: Duration,
+    ready_grace: Duration,
+    /// When the API server last answered a readiness check.
+    last_ready: Mutex<Option<std::time::Instant>>,
     /// Every Sandbox this server manages, kept current by a watch.
     cache: reflector::Store<DynamicObject>,
     /// Bumped after every change the watch applied to `cache`.
@@ -73,6 +84,8 @@ pub struct KubernetesRuntime {
     /// Per session: when `lastActivityAt` was last written to the cluster, and newer
     /// activity held back until the next write is due.
     activity_written: Mutex<HashMap<Uuid, records::Activity>>,
+    /// What the watch applied, for read-your-writes by resourceVersion equality.
+    seen_versions: Arc<records::SeenVersions>,
 }
 
 async fn client_for(settings: &KubeSettings) -> Result<Client, RuntimeError> {
@@ -132,10 +145,12 @@ impl KubernetesRuntime {
         let gvk = GroupVersionKind::gvk(GROUP, &version, KIND);
         let resource = ApiResource::from_gvk_with_plural(&gvk, PLURAL);
         let ns = settings.namespace.as_str();
-        let sandboxes = Api::namespaced_with(client.clone(), ns, &resource);
+        let sandboxes: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
         let writer = reflector::store::Writer::new(resource.clone());
         let cache = writer.as_reader();
         let (bump, changed) = watch::channel(0u64);
+        let seen_versions = Arc::new(records::SeenVersions::default());
+        let seen = seen_versions.clone();
         let stream = reflector::reflector(
             writer,
             watcher::watcher(
@@ -150,7 +165,14 @@ impl KubernetesRuntime {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     event = stream.next() => match event {
-                        Some(Ok(_)) => bump.send_modify(|n| *n = n.wrapping_add(1)),
+                        Some(Ok(event)) => {
+                            if let watcher::Event::Apply(o) | watcher::Event::InitApply(o) = &event
+                                && let Some(rv) = &o.metadata.resource_version
+                            {
+                                seen.record(rv);
+                            }
+                            bump.send_modify(|n| *n = n.wrapping_add(1));
+                        }
                         Some(Err(err)) => tracing::warn!(error = %err, "Sandbox watch failed; retrying"),
                         None => break,
                     },
@@ -172,9 +194,12 @@ impl KubernetesRuntime {
             sandboxes,
             pod: settings.pod,
             create_timeout: settings.create_timeout,
+            ready_grace: settings.ready_grace,
+            last_ready: Mutex::new(Some(std::time::Instant::now())),
             cache,
             changed,
             activity_written: Mutex::default(),
+            seen_versions,
         }))
     }
 
@@ -221,12 +246,28 @@ impl KubernetesRuntime {
             spec.host_private_key,
             &self.version,
             &uid,
+            &self.pod,
         ))
         .map_err(|e| RuntimeError::Create(format!("Secret manifest: {e}")))?;
         call(self.secrets.create(&PostParams::default(), &secret))
             .await
             .map_err(|e| RuntimeError::Create(format!("creating the Secret: {e}")))?;
         Ok(())
+    }
+
+    /// A Sandbox whose pod was evicted or is being recreated says `Ready=False`: its old
+    /// pod IP may already belong to another pod.
+    fn still_ready(&self, id: Uuid) -> Result<(), RuntimeError> {
+        let Some(sandbox) = self.cached(id).and_then(|o| serde_json::to_value(&*o).ok()) else {
+            return Ok(());
+        };
+        match manifest::condition(&sandbox, "Ready") {
+            Some(c) if c.status == "False" => Err(RuntimeError::Unreachable(format!(
+                "the sandbox pod is not ready ({}: {})",
+                c.reason, c.message
+            ))),
+            _ => Ok(()),
+        }
     }
 
     async fn pod_ip(&self, id: Uuid) -> Result<String, RuntimeError> {
@@ -252,25 +293,50 @@ impl Runtime for KubernetesRuntime {
         "kubernetes"
     }
 
+    /// Ready while the API server answers, and for `ready_grace` after it last did: every
+    /// replica asks the same API server, so a short blip must not take them all out of the
+    /// Service at once (sessions and tunnels to running pods still work meanwhile). The check
+    /// itself is bounded below the readiness probe's timeout.
     async fn ready(&self) -> Result<(), RuntimeError> {
-        call(self.client.apiserver_version())
-            .await
-            .map(|_| ())
-            .map_err(|e| RuntimeError::Unavailable(format!("Kubernetes API: {e}")))
+        let answer = tokio::time::timeout(READY_CHECK, self.client.apiserver_version()).await;
+        let err = match answer {
+            Ok(Ok(_)) => {
+                *self.last_ready.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(std::time::Instant::now());
+                return Ok(());
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {}ms", READY_CHECK.as_millis()),
+        };
+        let last = *self.last_ready.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < self.ready_grace) {
+            tracing::warn!(error = %err, "Kubernetes API did not answer; still ready within the grace period");
+            return Ok(());
+        }
+        Err(RuntimeError::Unavailable(format!("Kubernetes API: {err}")))
     }
 
     async fn create(&self, spec: SandboxSpec<'_>) -> Result<(), RuntimeError> {
         let id = spec.record.id;
         let name = object_name(id);
+        let trouble = Mutex::new(None);
         let outcome = match self.create_objects(&spec).await {
             Ok(()) => {
-                let wait = ready::wait_ready(&self.sandboxes, &self.pods, &name);
-                match tokio::time::timeout(self.create_timeout, wait).await {
+                let wait = ready::wait_ready(&self.sandboxes, &self.pods, &name, &trouble);
+                // Ends a moment before the service's own bound on the create, so that the
+                // client's message is this one, naming what the pod last reported.
+                let bound = self.create_timeout.saturating_sub(OWN_TIMEOUT_MARGIN);
+                match tokio::time::timeout(bound, wait).await {
                     Ok(result) => result,
-                    Err(_) => Err(RuntimeError::Timeout(format!(
-                        "Sandbox {name} was not ready within {}s",
-                        self.create_timeout.as_secs()
-                    ))),
+                    Err(_) => {
+                        let last = trouble.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        Err(RuntimeError::Timeout(format!(
+                            "Sandbox {name} was not ready within {}s{}",
+                            self.create_timeout.as_secs(),
+                            last.map(|t| format!("; last problem: {t}"))
+                                .unwrap_or_default()
+                        )))
+                    }
                 }
             }
             Err(err) => Err(err),
@@ -318,6 +384,7 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn connect(&self, id: Uuid) -> Result<BoxedStream, RuntimeError> {
+        self.still_ready(id)?;
         let ip = self.pod_ip(id).await?;
         let addr = format!("{ip}:{}", self.pod.ssh_port);
         let stream = tokio::time::timeout(API_TIMEOUT, TcpStream::connect(&addr))

@@ -2,6 +2,8 @@
 //! writes are merge patches of annotations and `spec.shutdownTime`, so that every replica
 //! (and a restarted one) sees the same sessions.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kube::api::{DynamicObject, Patch, PatchParams};
@@ -29,8 +31,28 @@ fn record_of(sandbox: &DynamicObject) -> Option<SessionRecord> {
     manifest::record_from(&serde_json::to_value(sandbox).ok()?)
 }
 
-fn resource_version(sandbox: Option<&DynamicObject>) -> Option<u64> {
-    sandbox?.metadata.resource_version.as_deref()?.parse().ok()
+/// resourceVersions the Sandbox watch applied lately. Kubernetes defines them as opaque
+/// strings that may be compared only for equality, so read-your-writes waits until the watch
+/// has applied exactly the version a write returned (or a later event removed the object).
+#[derive(Debug, Default)]
+pub struct SeenVersions(Mutex<VecDeque<String>>);
+
+/// Enough for every write in flight; older versions are long in the cache.
+const SEEN_VERSIONS: usize = 4096;
+
+impl SeenVersions {
+    pub fn record(&self, rv: &str) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() == SEEN_VERSIONS {
+            seen.pop_front();
+        }
+        seen.push_back(rv.to_owned());
+    }
+
+    fn contains(&self, rv: &str) -> bool {
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.iter().rev().any(|s| s == rv)
+    }
 }
 
 impl KubernetesRuntime {
@@ -44,11 +66,9 @@ impl KubernetesRuntime {
         {
             Ok(patched) => {
                 // Read-your-writes: the next read on this replica sees the change.
-                if let Some(written) = resource_version(Some(&patched)) {
-                    self.await_cache(id, |o| {
-                        o.is_none() || resource_version(o).is_some_and(|rv| rv >= written)
-                    })
-                    .await;
+                if let Some(written) = patched.metadata.resource_version.as_deref() {
+                    self.await_cache(id, |o| o.is_none() || self.seen_versions.contains(written))
+                        .await;
                 }
                 Ok(())
             }
