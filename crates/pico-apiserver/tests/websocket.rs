@@ -148,4 +148,50 @@ fn openssh_works_through_one_never_finished_fragmented_message() {
         "stderr: {}",
         stderr(&output)
     );
+    // One span per connection and tunnel: peer, kind, session, user, and the bytes moved.
+    // The server logs the close once both sides are done, maybe just after ssh exits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let closed = loop {
+        let logs = strip_ansi(&server.logs());
+        if let Some(line) = logs
+            .lines()
+            .find(|l| l.contains("tunnel closed") && l.contains("websocket"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tunnel close logged:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for field in [
+        "conn{peer=127.0.0.1:",
+        "session_id=",
+        "user=anonymous",
+        "up=",
+        "down=",
+    ] {
+        assert!(closed.contains(field), "{field} missing: {closed}");
+    }
+    assert!(closed.contains(&target.id), "{closed}");
+}
+
+/// The log without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip `[...m`.
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
