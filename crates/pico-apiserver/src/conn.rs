@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use pico_wire::ErrorCode;
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// Descriptors kept free for the store, agents' sockets and the like when the cap is
 /// derived from the open-file limit.
@@ -18,6 +20,7 @@ pub struct ConnLimits {
     max: usize,
     per_ip: usize,
     open: Mutex<Open>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -28,7 +31,7 @@ struct Open {
 
 impl ConnLimits {
     /// `max` 0 = derived from the open-file limit `fd_limit`; `per_ip` 0 = no per-address cap.
-    pub fn new(max: usize, per_ip: usize, fd_limit: u64) -> Arc<Self> {
+    pub fn new(max: usize, per_ip: usize, fd_limit: u64, metrics: Arc<Metrics>) -> Arc<Self> {
         let max = if max > 0 {
             max
         } else {
@@ -41,6 +44,7 @@ impl ConnLimits {
             max,
             per_ip,
             open: Mutex::default(),
+            metrics,
         })
     }
 
@@ -52,13 +56,23 @@ impl ConnLimits {
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, ApiError> {
         let ip = ip.to_canonical();
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if open.total >= self.max {
-            return Err(refuse("server", self.max));
-        }
         let from_ip = open.by_ip.get(&ip).copied().unwrap_or(0);
-        if self.per_ip > 0 && from_ip >= self.per_ip {
-            return Err(refuse("address", self.per_ip));
+        let refusal = if open.total >= self.max {
+            Some(refuse("server", self.max))
+        } else if self.per_ip > 0 && from_ip >= self.per_ip {
+            Some(refuse("address", self.per_ip))
+        } else {
+            None
+        };
+        if let Some(err) = refusal {
+            self.metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(err);
         }
+        self.metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
         open.total += 1;
         open.by_ip.insert(ip, from_ip + 1);
         Ok(ConnSlot {
@@ -85,6 +99,10 @@ pub struct ConnSlot {
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
+        self.limits
+            .metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
         let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
         open.total = open.total.saturating_sub(1);
         if let Some(count) = open.by_ip.get_mut(&self.ip) {
@@ -102,7 +120,7 @@ mod tests {
 
     #[test]
     fn caps_overall_and_per_address_and_frees_on_drop() {
-        let limits = ConnLimits::new(3, 2, 0);
+        let limits = ConnLimits::new(3, 2, 0, Arc::default());
         let a: IpAddr = [127, 0, 0, 1].into();
         let b: IpAddr = [127, 0, 0, 2].into();
         let first = limits.acquire(a).expect("1");
@@ -122,10 +140,10 @@ mod tests {
     #[test]
     fn the_default_cap_follows_the_fd_limit() {
         assert_eq!(
-            ConnLimits::new(0, 0, 1024 * 1024).max(),
+            ConnLimits::new(0, 0, 1024 * 1024, Arc::default()).max(),
             (1024 * 1024 - 128) / 2
         );
-        assert_eq!(ConnLimits::new(0, 0, 40).max(), 16);
-        assert_eq!(ConnLimits::new(7, 0, 40).max(), 7);
+        assert_eq!(ConnLimits::new(0, 0, 40, Arc::default()).max(), 16);
+        assert_eq!(ConnLimits::new(7, 0, 40, Arc::default()).max(), 7);
     }
 }

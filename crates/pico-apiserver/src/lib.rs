@@ -55,16 +55,6 @@ pub async fn run(
     config.load_secret_file().map_err(anyhow::Error::msg)?;
     config.validate().map_err(anyhow::Error::msg)?;
     let fd_limit = sys::raise_fd_limit();
-    let limits = conn::ConnLimits::new(
-        config.max_connections,
-        config.max_connections_per_ip,
-        fd_limit,
-    );
-    tracing::info!(
-        fd_limit,
-        max_connections = limits.max(),
-        "open-file limit and connection cap"
-    );
     if !config.jwt_secret.is_empty() && config.jwt_secret.len() < MIN_SECRET_BYTES {
         tracing::warn!(
             "--jwt-secret is shorter than {MIN_SECRET_BYTES} bytes: tokens signed with it can \
@@ -122,6 +112,17 @@ pub async fn run(
         Duration::from_secs(config.reap_interval.max(1)),
         shutdown.clone(),
     ));
+    let limits = conn::ConnLimits::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+        fd_limit,
+        service.metrics.clone(),
+    );
+    tracing::info!(
+        fd_limit,
+        max_connections = limits.max(),
+        "open-file limit and connection cap"
+    );
     let host_check =
         (!auth.enabled()).then(|| Arc::new(host_check::HostCheck::new(&config.allowed_hosts)));
     let state = AppState {

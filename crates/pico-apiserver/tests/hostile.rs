@@ -199,7 +199,7 @@ fn connections_that_never_finish_a_request_are_closed_and_capped_per_address() {
 #[test]
 fn the_connection_cap_refuses_with_a_json_error() {
     let server = Server::start(&["--header-read-timeout", "5", "--max-connections", "4"]);
-    let _held: Vec<TcpStream> = (0..4)
+    let held: Vec<TcpStream> = (0..4)
         .map(|_| TcpStream::connect(server.addr).expect("connect"))
         .collect();
     let mut extra = TcpStream::connect(server.addr).expect("connect");
@@ -207,6 +207,22 @@ fn the_connection_cap_refuses_with_a_json_error() {
     assert!(closed);
     let res = common::parse_response(&answer);
     res.assert_error(503, "TOO_MANY_CONNECTIONS");
+    // Closed connections free their slots; the refusal is counted.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let res = server.request("GET", "/metrics").send();
+        if res.status == 200 {
+            break res.text();
+        }
+        assert!(Instant::now() < deadline, "slots never freed: {}", res.head);
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        metrics.contains("pico_connections_refused_total 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pico_connections_open 1\n"), "{metrics}");
 }
 
 #[test]
