@@ -3,11 +3,7 @@
 //! moves bytes both ways (half-close included for CONNECT) until either side ends, the
 //! session goes away or the server's shutdown grace is over.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,7 +12,7 @@ use axum::response::IntoResponse;
 use hyper::ext::ReasonPhrase;
 use hyper_util::rt::TokioIo;
 use pico_wire::ErrorCode;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -24,8 +20,7 @@ use uuid::Uuid;
 use crate::api::{AppState, request_id_from};
 use crate::conn::ConnSlot;
 use crate::error::{ApiError, REQUEST_ID};
-use crate::metrics::{Metrics, OpenTunnel};
-use crate::runtime::BoxedStream;
+use crate::limits::TunnelStream;
 use crate::service::LiveSession;
 use crate::websocket;
 use crate::ws_stream::WsStream;
@@ -131,7 +126,6 @@ async fn open<B: Send + 'static>(
     // The connection's slot in the connection cap stays taken while the tunnel lives.
     let slot = request.extensions_mut().remove::<Arc<ConnSlot>>();
     let upgrade = hyper::upgrade::on(&mut request);
-    let backend = Backend::new(backend, live.clone(), state.service.metrics.clone());
     let span = tracing::info_span!(
         "tunnel",
         kind = kind.name(),
@@ -171,8 +165,12 @@ fn established() -> Response<Body> {
 
 /// Relays until both sides are done, the session goes away or the server's grace is over
 /// (both cancel `live.cancel`).
-async fn relay<C>(mut client: C, mut backend: Backend, live: Arc<LiveSession>, hold_first: bool)
-where
+async fn relay<C>(
+    mut client: C,
+    mut backend: TunnelStream,
+    live: Arc<LiveSession>,
+    hold_first: bool,
+) where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     tracing::debug!("tunnel open");
@@ -189,10 +187,11 @@ where
         },
         _ = live.cancel.cancelled() => "ended: session gone or server shut down".to_owned(),
     };
+    let (up, down) = backend.moved();
     let span = tracing::Span::current();
-    span.record("up", backend.up);
-    span.record("down", backend.down);
-    tracing::debug!(up = backend.up, down = backend.down, "tunnel {ended}");
+    span.record("up", up);
+    span.record("down", down);
+    tracing::debug!(up, down, "tunnel {ended}");
 }
 
 /// A proxy-form CONNECT (`{id}:22`) without credentials gets `407` and a `Basic` challenge,
@@ -225,77 +224,6 @@ where
         Ok(Ok(n)) => backend.write_all(&first[..n]).await,
         Ok(Err(err)) => Err(err),
         Err(_) => Ok(()),
-    }
-}
-
-/// The sandbox side of every tunnel: holds its slot (inside the service's stream) and its
-/// place in the open-tunnel gauge, and counts relayed bytes into the session's activity and
-/// `/metrics` — atomic adds, no I/O.
-struct Backend {
-    inner: BoxedStream,
-    live: Arc<LiveSession>,
-    metrics: Arc<Metrics>,
-    _open: OpenTunnel,
-    /// Bytes to the sandbox and from it.
-    up: u64,
-    down: u64,
-}
-
-impl Backend {
-    fn new(inner: BoxedStream, live: Arc<LiveSession>, metrics: Arc<Metrics>) -> Self {
-        Self {
-            inner,
-            live,
-            _open: OpenTunnel::new(metrics.clone()),
-            metrics,
-            up: 0,
-            down: 0,
-        }
-    }
-
-    fn count(&self, n: u64) {
-        self.live.bytes_relayed.fetch_add(n, Ordering::Relaxed);
-        self.metrics.bytes_relayed.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-impl AsyncRead for Backend {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = self.inner.as_mut().poll_read(cx, buf);
-        let read = (buf.filled().len() - before) as u64;
-        if read > 0 {
-            self.down += read;
-            self.count(read);
-        }
-        poll
-    }
-}
-
-impl AsyncWrite for Backend {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let poll = self.inner.as_mut().poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll {
-            self.up += n as u64;
-            self.count(n as u64);
-        }
-        poll
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.as_mut().poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.as_mut().poll_shutdown(cx)
     }
 }
 
