@@ -1,6 +1,7 @@
 //! pico-apiserver: REST API, auth, session service, CONNECT tunnel, TTL reaper and the
 //! sandbox runtimes. `run` starts all of it on a listener the caller bound.
 
+mod activity;
 pub mod api;
 pub mod auth;
 pub mod body_timeout;

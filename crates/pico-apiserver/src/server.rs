@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::Instrument;
 
+use crate::activity::Activity;
 use crate::api::{self, AppState, request_id_from};
 use crate::body_timeout::{BodyPace, PacedBody};
 use crate::canned::{JsonCanned, http1_response};
@@ -211,17 +212,30 @@ impl Shared {
         watcher: Watcher,
     ) {
         let first_request = Arc::new(Notify::new());
+        let activity = Activity::new();
         let deadline = tokio::time::Instant::now() + self.options.header_read_timeout;
         let serving = async {
             match &self.options.tls {
                 None => {
-                    self.serve(stream, slot, first_request.clone(), watcher)
-                        .await
+                    self.serve(
+                        stream,
+                        slot,
+                        first_request.clone(),
+                        activity.clone(),
+                        watcher,
+                    )
+                    .await
                 }
                 Some(tls) => match tls.acceptor.accept(stream).await {
                     Ok(stream) => {
-                        self.serve(stream, slot, first_request.clone(), watcher)
-                            .await
+                        self.serve(
+                            stream,
+                            slot,
+                            first_request.clone(),
+                            activity.clone(),
+                            watcher,
+                        )
+                        .await
                     }
                     Err(err) => tracing::debug!(error = %err, "TLS handshake failed"),
                 },
@@ -241,6 +255,9 @@ impl Shared {
         tokio::select! {
             () = serving => {}
             () = cut_off => tracing::debug!(%peer, "connection closed: no request in time"),
+            () = activity.idle_for(self.options.header_read_timeout) => {
+                tracing::debug!(%peer, "connection closed: idle");
+            }
         }
     }
 
@@ -249,6 +266,7 @@ impl Shared {
         io: I,
         slot: Arc<ConnSlot>,
         first_request: Arc<Notify>,
+        activity: Arc<Activity>,
         watcher: Watcher,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -256,9 +274,14 @@ impl Shared {
         let shared = self.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             first_request.notify_one();
+            let in_flight = activity.begin();
             let shared = shared.clone();
             let slot = slot.clone();
-            async move { Ok::<_, Infallible>(shared.route(request, slot).await) }
+            async move {
+                let response = shared.route(request, slot).await;
+                // Counted until the body is sent (or dropped).
+                Ok::<_, Infallible>(response.map(|body| Body::new(in_flight.hold(body))))
+            }
         });
         let connection = self
             .builder
