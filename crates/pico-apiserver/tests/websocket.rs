@@ -92,6 +92,7 @@ fn unfinished_fragmented_messages_do_not_grow_server_memory() {
     let after = rss_kib(pid);
     drop(tunnels);
     let grown_mib = after.saturating_sub(before) / 1024;
+    eprintln!("server RSS {before} KiB before, {after} KiB after {TUNNELS} unfinished messages");
     // The messages add up to 448 MiB; a relay of frames as they come holds none of it.
     assert!(
         grown_mib < 64,
