@@ -195,6 +195,39 @@ pub struct Config {
     #[arg(long, env = "PICO_HEADER_READ_TIMEOUT", default_value_t = 10)]
     pub header_read_timeout: u64,
 
+    /// Seconds a request body may stall between two pieces; also the grace before
+    /// `--body-min-rate` applies. Beyond → `408 REQUEST_TIMEOUT`.
+    #[arg(long, env = "PICO_BODY_READ_TIMEOUT", default_value_t = 30)]
+    pub body_read_timeout: u64,
+
+    /// Least average speed of a request body, in bytes per second of waiting for it,
+    /// enforced once the server has waited `--body-read-timeout` in all (0 = no minimum).
+    #[arg(long, env = "PICO_BODY_MIN_RATE", default_value_t = 1024)]
+    pub body_min_rate: u64,
+
+    /// Open client connections (tunnels included) at once; beyond → `503
+    /// TOO_MANY_CONNECTIONS`. 0 = derived from the open-file limit (half of it, as a
+    /// tunnel holds two descriptors).
+    #[arg(long, env = "PICO_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Open client connections from one IP address at once (0 = no per-address cap).
+    #[arg(long, env = "PICO_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
+    pub max_connections_per_ip: usize,
+
+    /// With auth off, a `Host` name served besides loopback ones (repeatable).
+    #[arg(
+        long = "allowed-host",
+        env = "PICO_ALLOWED_HOST",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// File holding the HS256 secret (trailing newline ignored); keeps the secret out of
+    /// `ps` output, where `--jwt-secret` would show it.
+    #[arg(long, env = "PICO_JWT_SECRET_FILE", global = true)]
+    pub jwt_secret_file: Option<PathBuf>,
+
     /// How often the reaper looks for expired and idle sessions, in seconds.
     #[arg(long, env = "PICO_REAP_INTERVAL", default_value_t = 5)]
     pub reap_interval: u64,
@@ -286,6 +319,24 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// Reads `--jwt-secret-file` into `jwt_secret` (once; both flags at once is an error).
+    pub fn load_secret_file(&mut self) -> Result<(), String> {
+        let Some(path) = self.jwt_secret_file.take() else {
+            return Ok(());
+        };
+        if !self.jwt_secret.is_empty() {
+            return Err("give either --jwt-secret or --jwt-secret-file, not both".into());
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read --jwt-secret-file {}: {e}", path.display()))?;
+        let secret = text.trim_end_matches(['\n', '\r']);
+        if secret.is_empty() {
+            return Err(format!("--jwt-secret-file {} is empty", path.display()));
+        }
+        self.jwt_secret = secret.to_owned();
+        Ok(())
+    }
+
     pub fn auth_enabled(&self) -> bool {
         !self.jwt_secret.is_empty() || self.jwt_public_key.is_some()
     }

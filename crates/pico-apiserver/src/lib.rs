@@ -1,10 +1,15 @@
 //! pico-apiserver: REST API, auth, session service, CONNECT tunnel, TTL reaper and the
 //! sandbox runtimes. `run` starts all of it on a listener the caller bound.
 
+mod activity;
 pub mod api;
 pub mod auth;
+pub mod body_timeout;
+mod canned;
 pub mod config;
+pub mod conn;
 pub mod error;
+mod host_check;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
@@ -21,6 +26,7 @@ mod sys;
 pub mod tls;
 pub mod tunnel;
 pub mod websocket;
+mod ws_stream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,14 +50,20 @@ use crate::service::{SessionService, Settings};
 /// Builds the service from `config`, recovers sessions from before a restart, calls
 /// `on_ready`, and serves on `listener` until `shutdown` fires.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
     on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
+    config.load_secret_file().map_err(anyhow::Error::msg)?;
     config.validate().map_err(anyhow::Error::msg)?;
     let fd_limit = sys::raise_fd_limit();
-    tracing::debug!(fd_limit, "open-file limit");
+    if !config.jwt_secret.is_empty() && config.jwt_secret.len() < MIN_SECRET_BYTES {
+        tracing::warn!(
+            "--jwt-secret is shorter than {MIN_SECRET_BYTES} bytes: tokens signed with it can \
+             be forged by brute force; use a random secret of at least {MIN_SECRET_BYTES} bytes"
+        );
+    }
     let auth = Authenticator::new(
         &config.jwt_secret,
         config.jwt_public_key.as_deref(),
@@ -103,6 +115,19 @@ pub async fn run(
         Duration::from_secs(config.reap_interval.max(1)),
         shutdown.clone(),
     ));
+    let limits = conn::ConnLimits::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+        fd_limit,
+        service.metrics.clone(),
+    );
+    tracing::info!(
+        fd_limit,
+        max_connections = limits.max(),
+        "open-file limit and connection cap"
+    );
+    let host_check =
+        (!auth.enabled()).then(|| Arc::new(host_check::HostCheck::new(&config.allowed_hosts)));
     let state = AppState {
         service,
         auth: Arc::new(auth),
@@ -115,8 +140,15 @@ pub async fn run(
         shutdown,
         server::ServeOptions {
             grace: Duration::from_secs(config.shutdown_grace),
+            tunnels_root: tunnels_root.clone(),
             tls,
             header_read_timeout: Duration::from_secs(config.header_read_timeout.max(1)),
+            body_pace: body_timeout::BodyPace {
+                timeout: Duration::from_secs(config.body_read_timeout.max(1)),
+                min_rate: config.body_min_rate,
+            },
+            limits,
+            host_check,
         },
     )
     .await;
@@ -125,6 +157,9 @@ pub async fn run(
     watches.cancel();
     Ok(())
 }
+
+/// HS256 secrets shorter than this are warned about (RFC 7518 §3.2 asks for the hash size).
+const MIN_SECRET_BYTES: usize = 32;
 
 type Backend = (Arc<dyn Records>, Arc<dyn Runtime>);
 

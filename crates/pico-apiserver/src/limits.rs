@@ -1,5 +1,6 @@
 //! Caps on concurrent tunnels per session and per user; a slot is held by the tunnel's
-//! backend stream and freed when it drops, however the tunnel ends.
+//! backend stream (`TunnelStream`, which also counts its bytes) and freed when it drops,
+//! however the tunnel ends.
 
 use std::collections::HashMap;
 use std::io;
@@ -13,7 +14,9 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::ApiError;
+use crate::metrics::{Metrics, OpenTunnel};
 use crate::runtime::BoxedStream;
+use crate::service::LiveSession;
 
 pub struct TunnelLimits {
     per_session: u32,
@@ -78,29 +81,78 @@ impl Drop for TunnelSlot {
     }
 }
 
-/// A backend stream that holds its tunnel slot.
-pub struct Slotted {
-    pub stream: BoxedStream,
-    pub _slot: TunnelSlot,
+/// The sandbox side of every tunnel, and its one wrapper: holds the tunnel's slot and its
+/// place in the open-tunnel gauge, and counts relayed bytes into the session's activity and
+/// `/metrics` (atomic adds, no I/O) and per direction for the tunnel's span.
+pub struct TunnelStream {
+    stream: BoxedStream,
+    _slot: TunnelSlot,
+    _open: OpenTunnel,
+    live: Arc<LiveSession>,
+    metrics: Arc<Metrics>,
+    /// Bytes written to the sandbox and read from it.
+    up: u64,
+    down: u64,
 }
 
-impl AsyncRead for Slotted {
+impl TunnelStream {
+    pub fn new(
+        stream: BoxedStream,
+        slot: TunnelSlot,
+        live: Arc<LiveSession>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            stream,
+            _slot: slot,
+            _open: OpenTunnel::new(metrics.clone()),
+            live,
+            metrics,
+            up: 0,
+            down: 0,
+        }
+    }
+
+    /// Bytes moved so far: (to the sandbox, from it).
+    pub fn moved(&self) -> (u64, u64) {
+        (self.up, self.down)
+    }
+
+    fn count(&self, n: u64) {
+        self.live.bytes_relayed.fetch_add(n, Ordering::Relaxed);
+        self.metrics.bytes_relayed.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for TunnelStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.stream.as_mut().poll_read(cx, buf)
+        let before = buf.filled().len();
+        let poll = self.stream.as_mut().poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        if read > 0 {
+            self.down += read;
+            self.count(read);
+        }
+        poll
     }
 }
 
-impl AsyncWrite for Slotted {
+impl AsyncWrite for TunnelStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.stream.as_mut().poll_write(cx, buf)
+        let poll = self.stream.as_mut().poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.up += n as u64;
+            self.count(n as u64);
+        }
+        poll
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -21,7 +21,9 @@ fn main() {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(mut config: Config) -> anyhow::Result<()> {
+    // Before anything asks whether auth is on (the bind address, `token`).
+    config.load_secret_file().map_err(anyhow::Error::msg)?;
     match &config.command {
         Some(Command::Openapi) => {
             let yaml = pico_apiserver::api::openapi::document()

@@ -53,6 +53,9 @@ pub struct Metrics {
     pub tunnels_open: AtomicU64,
     pub tunnels_total: AtomicU64,
     pub bytes_relayed: AtomicU64,
+    /// Client connections open now, and refused by the connection caps.
+    pub connections_open: AtomicU64,
+    pub connections_refused: AtomicU64,
     pub create_seconds: Histogram,
     pub delete_seconds: Histogram,
 }
@@ -77,6 +80,7 @@ impl Metrics {
             ("pico_auth_failures_total", &self.auth_failures),
             ("pico_tunnels_total", &self.tunnels_total),
             ("pico_tunnel_bytes_total", &self.bytes_relayed),
+            ("pico_connections_refused_total", &self.connections_refused),
         ];
         for (name, counter) in counters {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", get(counter));
@@ -85,6 +89,11 @@ impl Metrics {
             out,
             "# TYPE pico_tunnels_open gauge\npico_tunnels_open {}",
             get(&self.tunnels_open)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE pico_connections_open gauge\npico_connections_open {}",
+            get(&self.connections_open)
         );
         self.create_seconds
             .render("pico_session_create_seconds", &mut out);

@@ -15,10 +15,10 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::keys;
-use crate::limits::{Slotted, TunnelLimits};
+use crate::limits::{TunnelLimits, TunnelStream};
 use crate::metrics::Metrics;
 use crate::records::Records;
-use crate::runtime::{BoxedStream, Recovery, Runtime, SandboxSpec};
+use crate::runtime::{Recovery, Runtime, SandboxSpec};
 use crate::service_view::Creating;
 use crate::store::SessionRecord;
 
@@ -369,7 +369,7 @@ impl SessionService {
         &self,
         caller: &Caller,
         id: Uuid,
-    ) -> Result<(Arc<LiveSession>, BoxedStream), ApiError> {
+    ) -> Result<(Arc<LiveSession>, TunnelStream), ApiError> {
         let live = self.visible(caller, id)?;
         let status = live.lock().status;
         if status != SessionStatus::Running {
@@ -383,10 +383,7 @@ impl SessionService {
         let stream = self.runtime.connect(id).await?;
         // Opening a tunnel is activity even before a byte moves.
         live.bytes_relayed.fetch_add(1, Ordering::Relaxed);
-        let stream: BoxedStream = Box::pin(Slotted {
-            stream,
-            _slot: slot,
-        });
+        let stream = TunnelStream::new(stream, slot, live.clone(), self.metrics.clone());
         Ok((live, stream))
     }
 

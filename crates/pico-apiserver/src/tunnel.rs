@@ -1,13 +1,9 @@
-//! The CONNECT tunnel (DESIGN.md §4): auth, ownership and a dial of the sandbox happen before
-//! the `200`; then bytes are relayed both ways, half-close included, until either side ends,
-//! the session goes away or the server shuts down.
+//! The tunnels (DESIGN.md §4): CONNECT and its WebSocket fallback share one path — auth,
+//! ownership, readiness and a dial of the sandbox happen before the answer; then one relay
+//! moves bytes both ways (half-close included for CONNECT) until either side ends, the
+//! session goes away or the server's shutdown grace is over.
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,15 +12,18 @@ use axum::response::IntoResponse;
 use hyper::ext::ReasonPhrase;
 use hyper_util::rt::TokioIo;
 use pico_wire::ErrorCode;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio_util::sync::CancellationToken;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::api::{AppState, request_id_from};
+use crate::conn::ConnSlot;
 use crate::error::{ApiError, REQUEST_ID};
-use crate::metrics::{Metrics, OpenTunnel};
+use crate::limits::TunnelStream;
 use crate::service::LiveSession;
+use crate::websocket;
+use crate::ws_stream::WsStream;
 
 /// The only port the authority form may name: the sandbox's SSH server.
 const SSH_PORT: u16 = 22;
@@ -63,34 +62,46 @@ pub fn is_connect<B>(request: &Request<B>) -> bool {
     request.method() == Method::CONNECT
 }
 
-pub async fn handle<B: Send + 'static>(
-    state: AppState,
-    tasks: TaskTracker,
-    shutdown: CancellationToken,
-    request: Request<B>,
-) -> Response<Body> {
-    let request_id = request_id_from(request.headers());
-    answer(request_id, "tunnel", open(&state, tasks, shutdown, request)).await
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Connect,
+    WebSocket,
 }
 
-/// Runs a tunnel's opening under its request id; a refusal is logged and answered with the
-/// JSON error body, and ends the connection (proxy clients expect that, and it leaves
-/// nothing half-open). Shared by the CONNECT and WebSocket tunnels.
-pub async fn answer(
-    request_id: String,
-    kind: &'static str,
-    opening: impl Future<Output = Result<Response<Body>, ApiError>>,
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::WebSocket => "websocket",
+        }
+    }
+}
+
+/// The one path of both tunnel kinds: parse, authorise, check ownership and readiness, dial
+/// the sandbox, and only then answer (`200` or `101`) and relay in a tracked task. A refusal
+/// is the JSON error body, logged under the request id, and ends the connection (proxy
+/// clients expect that, and it leaves nothing half-open). The relay task joins `tasks`, so
+/// shutdown waits for it; it ends when `live.cancel` fires, a child of the one tunnel root
+/// the server cancels after its shutdown grace.
+pub async fn serve<B: Send + 'static>(
+    state: AppState,
+    tasks: TaskTracker,
+    request: Request<B>,
+    kind: Kind,
 ) -> Response<Body> {
+    let request_id = request_id_from(request.headers());
     REQUEST_ID
         .scope(request_id.clone(), async move {
-            opening.await.unwrap_or_else(|err| {
-                tracing::info!(request_id = %request_id, kind, status = err.status.as_u16(), error = %err.message, "tunnel refused");
-                let mut response = err.into_response();
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                response
-            })
+            open(&state, tasks, request, kind)
+                .await
+                .unwrap_or_else(|err| {
+                    tracing::info!(request_id = %request_id, kind = kind.name(), status = err.status.as_u16(), error = %err.message, "tunnel refused");
+                    let mut response = err.into_response();
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    response
+                })
         })
         .await
 }
@@ -98,65 +109,89 @@ pub async fn answer(
 async fn open<B: Send + 'static>(
     state: &AppState,
     tasks: TaskTracker,
-    shutdown: CancellationToken,
     mut request: Request<B>,
+    kind: Kind,
 ) -> Result<Response<Body>, ApiError> {
-    let id = parse_target(request.uri())?;
+    let (id, response) = match kind {
+        Kind::Connect => (parse_target(request.uri())?, established()),
+        Kind::WebSocket => websocket::handshake(&request)?,
+    };
     let caller = state
         .authenticate(request.headers())
-        .map_err(|err| proxy_challenge(request.uri(), request.headers(), err))?;
+        .map_err(|err| match kind {
+            Kind::Connect => proxy_challenge(request.uri(), request.headers(), err),
+            Kind::WebSocket => err,
+        })?;
     let (live, backend) = state.service.open_tunnel(&caller, id).await?;
+    // The connection's slot in the connection cap stays taken while the tunnel lives.
+    let slot = request.extensions_mut().remove::<Arc<ConnSlot>>();
     let upgrade = hyper::upgrade::on(&mut request);
-    let metrics = state.service.metrics.clone();
-    tasks.spawn(async move {
-        let upgraded = match upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(err) => {
-                tracing::debug!(session_id = %id, error = %err, "tunnel upgrade failed");
-                return;
+    let span = tracing::info_span!(
+        "tunnel",
+        kind = kind.name(),
+        session_id = %id,
+        user = %caller.sub,
+        up = tracing::field::Empty,
+        down = tracing::field::Empty,
+    );
+    tasks.spawn(
+        async move {
+            let _slot = slot;
+            let upgraded = match upgrade.await {
+                Ok(upgraded) => TokioIo::new(upgraded),
+                Err(err) => {
+                    tracing::debug!(error = %err, "tunnel upgrade failed");
+                    return;
+                }
+            };
+            match kind {
+                Kind::Connect => relay(upgraded, backend, live, true).await,
+                Kind::WebSocket => relay(WsStream::new(upgraded), backend, live, false).await,
             }
-        };
-        relay(TokioIo::new(upgraded), backend, live, metrics, shutdown, id).await;
-    });
+        }
+        .instrument(span),
+    );
+    Ok(response)
+}
+
+/// The CONNECT answer: exactly `HTTP/1.1 200 Connection Established` and a blank line.
+fn established() -> Response<Body> {
     let mut response = Response::new(Body::empty());
     response
         .extensions_mut()
         .insert(ReasonPhrase::from_static(b"Connection Established"));
-    Ok(response)
+    response
 }
 
-async fn relay<C, S>(
+/// Relays until both sides are done, the session goes away or the server's grace is over
+/// (both cancel `live.cancel`).
+async fn relay<C>(
     mut client: C,
-    backend: S,
+    mut backend: TunnelStream,
     live: Arc<LiveSession>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    id: Uuid,
+    hold_first: bool,
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
-    S: AsyncRead + AsyncWrite + Unpin,
 {
-    let _open = OpenTunnel::new(metrics.clone());
-    let mut backend = Counted {
-        inner: backend,
-        live: live.clone(),
-    };
-    tracing::debug!(session_id = %id, "tunnel open");
+    tracing::debug!("tunnel open");
     let relayed = async {
-        client_speaks_first(&mut client, &mut backend).await?;
+        if hold_first {
+            client_speaks_first(&mut client, &mut backend).await?;
+        }
         crate::relay::relay(&mut client, &mut backend).await
     };
-    tokio::select! {
+    let ended = tokio::select! {
         result = relayed => match result {
-            Ok((up, down)) => {
-                metrics.bytes_relayed.fetch_add(up + down, Ordering::Relaxed);
-                tracing::debug!(session_id = %id, up, down, "tunnel closed");
-            }
-            Err(err) => tracing::debug!(session_id = %id, error = %err, "tunnel ended"),
+            Ok(_) => "closed".to_owned(),
+            Err(err) => format!("ended: {err}"),
         },
-        _ = live.cancel.cancelled() => tracing::debug!(session_id = %id, "tunnel ended: session gone"),
-        _ = shutdown.cancelled() => tracing::debug!(session_id = %id, "tunnel ended: server shutdown"),
-    }
+        _ = live.cancel.cancelled() => "ended: session gone or server shut down".to_owned(),
+    };
+    let (up, down) = backend.moved();
+    let span = tracing::Span::current();
+    span.record("up", up);
+    span.record("down", down);
+    tracing::debug!(up, down, "tunnel {ended}");
 }
 
 /// A proxy-form CONNECT (`{id}:22`) without credentials gets `407` and a `Basic` challenge,
@@ -189,52 +224,6 @@ where
         Ok(Ok(n)) => backend.write_all(&first[..n]).await,
         Ok(Err(err)) => Err(err),
         Err(_) => Ok(()),
-    }
-}
-
-/// Counts relayed bytes into the session's activity counter: an atomic add, no I/O.
-struct Counted<S> {
-    inner: S,
-    live: Arc<LiveSession>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = (buf.filled().len() - before) as u64;
-        if read > 0 {
-            self.live.bytes_relayed.fetch_add(read, Ordering::Relaxed);
-        }
-        poll
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll {
-            self.live
-                .bytes_relayed
-                .fetch_add(n as u64, Ordering::Relaxed);
-        }
-        poll
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

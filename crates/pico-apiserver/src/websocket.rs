@@ -1,40 +1,18 @@
 //! The WebSocket fallback of the tunnel (DESIGN.md §4, issue 5), for networks whose proxies
-//! strip CONNECT: `GET /v1/sessions/{id}/tunnel` with `Upgrade: websocket`. The same auth,
-//! ownership and readiness checks and the same dial of the sandbox happen before the `101`;
-//! then binary frames carry the SSH bytes both ways.
-
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+//! strip CONNECT: `GET /v1/sessions/{id}/tunnel` with `Upgrade: websocket`. This module
+//! recognises and checks the handshake; `tunnel::serve` authorises, dials and relays as for
+//! CONNECT, with binary frames (`ws_stream`) carrying the SSH bytes both ways.
 
 use axum::body::Body;
 use axum::http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use futures::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::api::{AppState, request_id_from};
 use crate::error::ApiError;
-use crate::metrics::{Metrics, OpenTunnel};
-use crate::service::LiveSession;
-use crate::tunnel;
 
 const PREFIX: &str = "/v1/sessions/";
 const SUFFIX: &str = "/tunnel";
-/// Largest chunk read from the sandbox per frame: SSH packets are at most 35 000 bytes, so
-/// one frame usually carries whole packets without copying them twice.
-const FRAME_BYTES: usize = 32 * 1024;
-/// How long a client may take to answer our Close once the sandbox side has ended.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
 /// Whether `request` asks for the WebSocket tunnel (anything else goes to the router).
 pub fn is_websocket<B>(request: &Request<B>) -> bool {
     let path = request.uri().path();
@@ -52,21 +30,6 @@ fn has_token(headers: &HeaderMap, name: &axum::http::HeaderName, token: &str) ->
                 .any(|part| part.trim().eq_ignore_ascii_case(token))
         })
     })
-}
-
-pub async fn handle<B: Send + 'static>(
-    state: AppState,
-    tasks: TaskTracker,
-    shutdown: CancellationToken,
-    request: Request<B>,
-) -> Response<Body> {
-    let request_id = request_id_from(request.headers());
-    tunnel::answer(
-        request_id,
-        "websocket",
-        open(&state, tasks, shutdown, request),
-    )
-    .await
 }
 
 fn session_id(request: &Request<impl Sized>) -> Result<Uuid, ApiError> {
@@ -107,111 +70,18 @@ fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
         .map_err(|_| ApiError::internal("cannot encode Sec-WebSocket-Accept"))
 }
 
-async fn open<B: Send + 'static>(
-    state: &AppState,
-    tasks: TaskTracker,
-    shutdown: CancellationToken,
-    mut request: Request<B>,
-) -> Result<Response<Body>, ApiError> {
-    let id = session_id(&request)?;
+/// Checks the opening handshake of `request`; returns the session it names and the `101`
+/// to answer once the tunnel is authorised and dialled.
+pub fn handshake<B>(request: &Request<B>) -> Result<(Uuid, Response<Body>), ApiError> {
+    let id = session_id(request)?;
     let accept = accept_key(request.headers())?;
-    let caller = state.authenticate(request.headers())?;
-    let (live, backend) = state.service.open_tunnel(&caller, id).await?;
-    let upgrade = hyper::upgrade::on(&mut request);
-    let metrics = state.service.metrics.clone();
-    tasks.spawn(async move {
-        let upgraded = match upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(err) => {
-                tracing::debug!(session_id = %id, error = %err, "websocket upgrade failed");
-                return;
-            }
-        };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        relay(ws, backend, live, metrics, shutdown, id).await;
-    });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
-    Ok(response)
-}
-
-async fn relay<C, S>(
-    ws: WebSocketStream<C>,
-    backend: S,
-    live: Arc<LiveSession>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    id: Uuid,
-) where
-    C: AsyncRead + AsyncWrite + Unpin,
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let _open = OpenTunnel::new(metrics.clone());
-    let (mut ws_tx, mut ws_rx) = ws.split();
-    let (mut from_sandbox, mut to_sandbox) = tokio::io::split(backend);
-    let count = |n: usize| {
-        // An atomic add per chunk: activity is flushed to the store by the reaper.
-        live.bytes_relayed.fetch_add(n as u64, Ordering::Relaxed);
-        metrics.bytes_relayed.fetch_add(n as u64, Ordering::Relaxed);
-    };
-    let up = async {
-        while let Some(message) = ws_rx.next().await {
-            match message {
-                Ok(Message::Binary(data)) => {
-                    to_sandbox.write_all(&data).await?;
-                    count(data.len());
-                }
-                // The client's Close is its end of input; the sandbox sees it as EOF.
-                Ok(Message::Close(_)) => break,
-                Ok(Message::Text(_)) => {
-                    return Err(std::io::Error::other("text frames are not tunnelled"));
-                }
-                // Pings are answered by tungstenite itself.
-                Ok(_) => {}
-                Err(err) => return Err(std::io::Error::other(err)),
-            }
-        }
-        to_sandbox.shutdown().await
-    };
-    let down = async {
-        let mut buf = vec![0u8; FRAME_BYTES];
-        loop {
-            let n = from_sandbox.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            count(n);
-            ws_tx
-                .send(Message::binary(buf[..n].to_vec()))
-                .await
-                .map_err(std::io::Error::other)?;
-        }
-        ws_tx.close().await.map_err(std::io::Error::other)
-    };
-    let both = async {
-        tokio::pin!(up);
-        tokio::select! {
-            // tungstenite answers the client's Close at once, after which no data frame may
-            // follow (WebSocket has no half-close), so the tunnel ends here.
-            result = &mut up => result.err(),
-            result = down => {
-                // The sandbox is done and our Close is sent; let the client's reply (and any
-                // last bytes) arrive, but do not wait on a client that never answers.
-                let _ = tokio::time::timeout(CLOSE_GRACE, &mut up).await;
-                result.err()
-            }
-        }
-    };
-    tracing::debug!(session_id = %id, "websocket tunnel open");
-    tokio::select! {
-        error = both => tracing::debug!(session_id = %id, error = ?error, "websocket tunnel closed"),
-        _ = live.cancel.cancelled() => tracing::debug!(session_id = %id, "websocket tunnel ended: session gone"),
-        _ = shutdown.cancelled() => tracing::debug!(session_id = %id, "websocket tunnel ended: server shutdown"),
-    }
+    Ok((id, response))
 }
 
 #[cfg(test)]

@@ -57,8 +57,9 @@ fn kill_9_in_the_middle_of_a_create_leaves_nothing_behind() {
     let creating = std::thread::spawn(move || {
         let mut stream = std::net::TcpStream::connect(addr).expect("connect");
         use std::io::{Read, Write};
-        let _ =
-            stream.write_all(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        let _ = stream.write_all(
+            b"POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+        );
         let mut answer = Vec::new();
         let _ = stream.read_to_end(&mut answer);
     });

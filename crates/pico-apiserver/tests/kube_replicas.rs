@@ -137,7 +137,7 @@ fn kube_create_cut_short_by_kill_9_is_cleaned_up_after_restart() {
             let body = r#"{"image": "example.com/never-ready:1"}"#;
             let _ = write!(
                 s,
-                "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                "POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
                  Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );

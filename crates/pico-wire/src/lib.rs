@@ -155,6 +155,13 @@ pub enum ErrorCode {
     MethodNotAllowed,
     InternalError,
     Unavailable,
+    /// A request body that stalled or trickled (`--body-read-timeout`, `--body-min-rate`).
+    RequestTimeout,
+    /// A request head over the server's limit.
+    HeadersTooLarge,
+    UriTooLong,
+    /// The server's (or the client address's) connection cap is reached.
+    TooManyConnections,
 }
 
 impl ErrorCode {
@@ -168,12 +175,15 @@ impl ErrorCode {
             Self::Forbidden => 403,
             Self::NotFound | Self::SessionNotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
+            Self::UriTooLong => 414,
+            Self::HeadersTooLarge => 431,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::QuotaExceeded | Self::RateLimited => 429,
             Self::SandboxCreateFailed | Self::SandboxDeleteFailed | Self::InternalError => 500,
             Self::SandboxUnreachable => 502,
-            Self::SessionNotReady | Self::Unavailable => 503,
+            Self::SessionNotReady | Self::Unavailable | Self::TooManyConnections => 503,
             Self::SandboxTimeout => 504,
         }
     }
@@ -200,6 +210,10 @@ impl ErrorCode {
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::InternalError => "INTERNAL_ERROR",
             Self::Unavailable => "UNAVAILABLE",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
+            Self::HeadersTooLarge => "HEADERS_TOO_LARGE",
+            Self::UriTooLong => "URI_TOO_LONG",
+            Self::TooManyConnections => "TOO_MANY_CONNECTIONS",
         }
     }
 }

@@ -30,6 +30,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
                             super::MAX_BODY_BYTES
                         ),
                     )
+                } else if let Some(err) = crate::body_timeout::timeout_error(&rejection) {
+                    err
                 } else {
                     ApiError::invalid_request(format!("cannot read request body: {rejection}"))
                 }
