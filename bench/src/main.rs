@@ -4,8 +4,10 @@
 //! - `latency`: create-to-first-command time over N sessions (HTTP create, CONNECT, SSH
 //!   handshake, `exec true`), p50/p99.
 //! - `idle-tunnels`: server memory with N idle open tunnels, per tunnel.
+//! - `creates`: N creates sent at once, p50/p99 of each one's time to its answer.
 
 mod client;
+mod creates;
 mod load;
 mod server;
 
@@ -40,6 +42,11 @@ enum What {
         #[arg(long, default_value_t = 100)]
         sessions: usize,
     },
+    /// N session creates at once, p50/p99.
+    Creates {
+        #[arg(long, default_value_t = 100)]
+        sessions: usize,
+    },
     /// Server memory per idle open tunnel.
     IdleTunnels {
         #[arg(long, default_value_t = 1000)]
@@ -67,6 +74,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let server = Server::start(&args.bin_dir).await?;
+        if let What::Creates { sessions } = args.what {
+            return creates::run(std::sync::Arc::new(server), sessions).await;
+        }
         if let What::Load {
             tunnels,
             sessions,
@@ -86,7 +96,7 @@ fn main() -> anyhow::Result<()> {
             What::Tunnel { mib, rounds } => tunnel(&server, mib, rounds).await,
             What::Latency { sessions } => latency(&server, sessions).await,
             What::IdleTunnels { tunnels } => idle_tunnels(&server, tunnels).await,
-            What::Load { .. } => Ok(()),
+            What::Load { .. } | What::Creates { .. } => Ok(()),
         }
     })
 }

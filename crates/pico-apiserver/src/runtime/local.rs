@@ -4,7 +4,7 @@
 //! `agent.pid`, `agent.sock`, `agent.log` and `home/`. The agent reads its keys and binds its
 //! socket, then enters fresh namespaces in which the whole state directory is hidden.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use tokio::process::Command;
 use uuid::Uuid;
 
 use super::cgroup::{Cgroups, Limits};
+use super::start_lock::StartLocks;
 use super::{BoxedStream, Recovery, Runtime, RuntimeError, SandboxSpec};
 use crate::store::SessionRecord;
 use crate::sys;
@@ -46,8 +47,8 @@ pub struct LocalRuntime {
     limits: Limits,
     cgroups: Cgroups,
     used_uids: Mutex<BTreeSet<u32>>,
-    /// Serialises starts of the same session (create vs. a restart on connect).
-    starting: tokio::sync::Mutex<HashMap<Uuid, ()>>,
+    /// Serialises starts of the same session (create vs. a restart on connect) only.
+    starting: StartLocks,
 }
 
 impl LocalRuntime {
@@ -86,7 +87,7 @@ impl LocalRuntime {
             ready_timeout: config.ready_timeout,
             as_root,
             used_uids: Mutex::new(BTreeSet::new()),
-            starting: tokio::sync::Mutex::new(HashMap::new()),
+            starting: StartLocks::default(),
         })
     }
 
@@ -305,7 +306,7 @@ impl Runtime for LocalRuntime {
 
     async fn create(&self, spec: SandboxSpec<'_>) -> Result<(), RuntimeError> {
         let id = spec.record.id;
-        let _guard = self.starting.lock().await;
+        let _guard = self.starting.lock(id).await;
         let uid = if self.as_root {
             Some(self.allocate_uid()?)
         } else {
@@ -344,7 +345,7 @@ impl Runtime for LocalRuntime {
                     return Err(RuntimeError::Unreachable(first.to_string()));
                 }
                 tracing::warn!(session_id = %id, error = %first, "agent gone; restarting it");
-                let _guard = self.starting.lock().await;
+                let _guard = self.starting.lock(id).await;
                 if self.live_agent_pid(id).await.is_none() {
                     let username = read_username(&self.dir(id)).await;
                     self.start_agent(id, &username).await.map_err(|e| {

@@ -3,6 +3,7 @@
 pub mod cgroup;
 pub mod kubernetes;
 pub mod local;
+mod start_lock;
 
 use std::pin::Pin;
 
