@@ -16,6 +16,7 @@ pub mod runtime;
 pub mod server;
 pub mod service;
 mod service_view;
+pub mod start_error;
 pub mod store;
 mod sys;
 pub mod tls;
@@ -26,7 +27,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,7 @@ use crate::runtime::Runtime;
 use crate::runtime::kubernetes::{AgentMode, KubeSettings, KubernetesRuntime, PodSettings};
 use crate::runtime::local::{LocalConfig, LocalRuntime};
 use crate::service::{SessionService, Settings};
+use crate::start_error::StartError;
 
 /// Builds the service from `config`, recovers sessions from before a restart, calls
 /// `on_ready`, and serves on `listener` until `shutdown` fires.
@@ -46,8 +47,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
     on_ready: impl FnOnce(),
-) -> anyhow::Result<()> {
-    config.validate().map_err(anyhow::Error::msg)?;
+) -> Result<(), StartError> {
+    config.validate().map_err(StartError::Config)?;
     let fd_limit = sys::raise_fd_limit();
     tracing::debug!(fd_limit, "open-file limit");
     let auth = Authenticator::new(
@@ -94,7 +95,7 @@ pub async fn run(
     service
         .recover()
         .await
-        .map_err(|e| anyhow::anyhow!("recovering sessions failed: {}", e.message))?;
+        .map_err(|e| StartError::Config(format!("recovering sessions failed: {}", e.message)))?;
 
     let reaper = tokio::spawn(reaper::run(
         service.clone(),
@@ -126,12 +127,17 @@ pub async fn run(
 
 type Backend = (Arc<dyn Records>, Arc<dyn Runtime>);
 
-fn local(config: &Config) -> anyhow::Result<Backend> {
+fn local(config: &Config) -> Result<Backend, StartError> {
     let state_dir = config.state_dir();
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
-    let store = store::Store::open(&state_dir.join("pico.redb"))
-        .with_context(|| format!("cannot open the session store in {}", state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir).map_err(StartError::io(format!(
+        "cannot create state directory {}",
+        state_dir.display()
+    )))?;
+    let store =
+        store::Store::open(&state_dir.join("pico.redb")).map_err(|source| StartError::Store {
+            context: format!("cannot open the session store in {}", state_dir.display()),
+            source,
+        })?;
     let runtime = LocalRuntime::new(LocalConfig {
         state_dir: state_dir.clone(),
         agent_binary: agent_binary(config)?,
@@ -139,15 +145,19 @@ fn local(config: &Config) -> anyhow::Result<Backend> {
         private_network: config.session_network() == config::SessionNetwork::Isolated,
         limits: runtime::cgroup::Limits {
             memory: runtime::cgroup::parse_size(&config.session_memory)
-                .map_err(anyhow::Error::msg)?,
+                .map_err(StartError::Config)?,
             pids: config.session_pids,
         },
+    })
+    .map_err(|source| StartError::Runtime {
+        context: "cannot start the local runtime".into(),
+        source,
     })?;
     Ok((Arc::new(LocalRecords(Arc::new(store))), Arc::new(runtime)))
 }
 
 /// The cluster is both the runtime and the record store.
-async fn kubernetes(config: &Config, watches: CancellationToken) -> anyhow::Result<Backend> {
+async fn kubernetes(config: &Config, watches: CancellationToken) -> Result<Backend, StartError> {
     let settings = KubeSettings {
         kubeconfig: (!config.kubeconfig.is_empty()).then(|| PathBuf::from(&config.kubeconfig)),
         namespace: config.namespace.clone(),
@@ -166,14 +176,18 @@ async fn kubernetes(config: &Config, watches: CancellationToken) -> anyhow::Resu
     };
     let runtime = KubernetesRuntime::start(settings, watches)
         .await
-        .context("cannot start the kubernetes runtime")?;
+        .map_err(|source| StartError::Runtime {
+            context: "cannot start the kubernetes runtime".into(),
+            source,
+        })?;
     Ok((runtime.clone(), runtime))
 }
 
-fn agent_binary(config: &Config) -> anyhow::Result<PathBuf> {
+fn agent_binary(config: &Config) -> Result<PathBuf, StartError> {
     if let Some(path) = &config.agent_binary {
         return Ok(path.clone());
     }
-    let exe = std::env::current_exe().context("cannot find the server's own path")?;
+    let exe =
+        std::env::current_exe().map_err(StartError::io("cannot find the server's own path"))?;
     Ok(exe.with_file_name("pico-agent"))
 }

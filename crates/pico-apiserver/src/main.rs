@@ -61,7 +61,8 @@ fn run(config: Config) -> anyhow::Result<()> {
             // from before a restart are recovered and requests are served.
             println!("listening on {local}");
         })
-        .await
+        .await?;
+        anyhow::Ok(())
     })
 }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Report};
 use crate::keys;
 use crate::limits::{Slotted, TunnelLimits};
 use crate::metrics::Metrics;
@@ -29,6 +29,9 @@ pub struct Settings {
     pub max_ttl: u64,
     pub max_sessions_per_user: u32,
     pub ssh_username: String,
+    /// How long a runtime lets a create wait. The runtime enforces it (one timer, whose
+    /// error says what was awaited); the service only uses it to judge creates that another
+    /// replica abandoned.
     pub create_timeout: Duration,
     pub max_tunnels_per_session: u32,
     pub max_tunnels_per_user: u32,
@@ -236,37 +239,34 @@ impl SessionService {
         // half-made sandbox behind.
         let service = self.clone();
         let host_private = host_key.private_openssh;
-        let started = tokio::spawn(async move {
+        // The task logs under the request's id, so the client's requestId finds the details.
+        let request_id = crate::error::current_request_id();
+        let started = tokio::spawn(crate::error::REQUEST_ID.scope(request_id, async move {
             let _creating = creating;
             let began = std::time::Instant::now();
             let spec = SandboxSpec {
                 record: &record,
                 host_private_key: &host_private,
             };
-            let result =
-                tokio::time::timeout(service.settings.create_timeout, service.runtime.create(spec))
-                    .await;
+            // The runtime owns the create timeout: it knows what it was waiting for and says
+            // so in its error (in the server log).
+            let result = service.runtime.create(spec).await;
             service.metrics.observe_create(began.elapsed());
             match result {
-                Ok(Ok(())) => service.mark_running(&live).await.map_err(ApiError::from),
-                outcome => {
-                    let err = match outcome {
-                        Ok(Err(e)) => ApiError::from(e),
-                        _ => ApiError::new(ErrorCode::SandboxTimeout,
-                            "sandbox was not ready in time",
-                        ),
-                    };
+                Ok(()) => service.mark_running(&live).await.map_err(ApiError::from),
+                Err(err) => {
+                    let err = ApiError::from(err);
                     if let Err(cleanup) = service.runtime.delete(record.id).await {
-                        tracing::warn!(session_id = %record.id, error = %cleanup, "cleanup after failed create");
+                        tracing::warn!(session_id = %record.id, error = %Report(&cleanup), "cleanup after failed create");
                     }
                     service.forget(record.id);
                     if let Err(e) = service.records.remove(record.id).await {
-                        tracing::error!(session_id = %record.id, error = %e, "cannot remove record");
+                        tracing::error!(session_id = %record.id, error = %Report(&e), "cannot remove record");
                     }
                     Err(err)
                 }
             }
-        })
+        }))
         .await
         .map_err(|e| ApiError::internal(format!("create task failed: {e}")))?;
         let record = started?;
@@ -425,7 +425,7 @@ impl SessionService {
         }
         // Called on every pass, so a store that coalesces activity can flush what it held.
         if let Err(err) = self.records.touch(&touched).await {
-            tracing::error!(error = %err, "cannot record session activity");
+            tracing::error!(error = %Report(&err), "cannot record session activity");
         }
         for (live, why) in doomed {
             if let Err(err) = self.remove(&live, why).await {
@@ -450,7 +450,7 @@ impl SessionService {
             if unusable {
                 tracing::info!(session_id = %id, status = ?record.status, "removing session left from before the restart");
                 if let Err(err) = self.runtime.delete(id).await {
-                    tracing::warn!(session_id = %id, error = %err, "cannot remove sandbox; will retry");
+                    tracing::warn!(session_id = %id, error = %Report(&err), "cannot remove sandbox; will retry");
                     known.push(id);
                     record.status = SessionStatus::Terminating;
                     self.insert(record);
@@ -464,7 +464,7 @@ impl SessionService {
                 Ok(Recovery::Adopted) => tracing::info!(session_id = %id, "sandbox adopted"),
                 Ok(Recovery::Restarted) => tracing::info!(session_id = %id, "sandbox restarted"),
                 Err(err) => {
-                    tracing::error!(session_id = %id, error = %err, "sandbox cannot be recovered");
+                    tracing::error!(session_id = %id, error = %Report(&err), "sandbox cannot be recovered");
                     record.status = SessionStatus::Failed;
                     self.records.put(&record).await?;
                 }

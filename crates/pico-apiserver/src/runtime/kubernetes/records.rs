@@ -54,7 +54,10 @@ impl KubernetesRuntime {
             }
             // Not made yet (the create writes the whole record) or already gone.
             Err(ApiFail::NotFound) => Ok(()),
-            Err(e) => Err(StoreError::Remote(format!("patching Sandbox {name}: {e}"))),
+            Err(e) => Err(StoreError::Remote {
+                context: format!("patching Sandbox {name}"),
+                source: e.into(),
+            }),
         }
     }
 }
@@ -106,7 +109,10 @@ impl Records for KubernetesRuntime {
     async fn remove(&self, id: Uuid) -> Result<(), StoreError> {
         self.delete_sandbox(&object_name(id))
             .await
-            .map_err(|e| StoreError::Remote(format!("deleting Sandbox: {e}")))?;
+            .map_err(|e| StoreError::Remote {
+                context: "deleting Sandbox".into(),
+                source: e.into(),
+            })?;
         self.await_cache(id, |o| o.is_none()).await;
         Ok(())
     }
