@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod keys;
@@ -15,6 +16,7 @@ pub mod relay;
 pub mod runtime;
 pub mod server;
 pub mod service;
+mod service_lifetime;
 mod service_view;
 pub mod start_error;
 pub mod store;
