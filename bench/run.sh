@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs pico's server benchmarks on release builds; results go to stdout.
-# Usage: bench/run.sh [tunnel|latency|idle-tunnels|load|all]
+# Usage: bench/run.sh [tunnel|latency|creates|idle-tunnels|load|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bins -q
@@ -9,8 +9,9 @@ run() { ./target/release/pico-bench --bin-dir target/release "$@"; }
 case "$what" in
   tunnel) run tunnel ;;
   latency) run latency ;;
+  creates) run creates ;;
   idle-tunnels) run idle-tunnels ;;
   load) run load ;;
-  all) run tunnel; run latency; run idle-tunnels; run load ;;
-  *) echo "usage: $0 [tunnel|latency|idle-tunnels|load|all]" >&2; exit 2 ;;
+  all) run tunnel; run latency; run creates; run idle-tunnels; run load ;;
+  *) echo "usage: $0 [tunnel|latency|creates|idle-tunnels|load|all]" >&2; exit 2 ;;
 esac

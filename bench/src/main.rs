@@ -4,8 +4,10 @@
 //! - `latency`: create-to-first-command time over N sessions (HTTP create, CONNECT, SSH
 //!   handshake, `exec true`), p50/p99.
 //! - `idle-tunnels`: server memory with N idle open tunnels, per tunnel.
+//! - `creates`: N creates sent at once, p50/p99 of each one's time to its answer.
 
 mod client;
+mod creates;
 mod kube;
 mod load;
 mod server;
@@ -50,6 +52,11 @@ enum What {
         #[arg(long, default_value_t = 50)]
         pod_start_delay: u64,
     },
+    /// N session creates at once, p50/p99.
+    Creates {
+        #[arg(long, default_value_t = 100)]
+        sessions: usize,
+    },
     /// Server memory per idle open tunnel.
     IdleTunnels {
         #[arg(long, default_value_t = 1000)]
@@ -84,6 +91,9 @@ fn main() -> anyhow::Result<()> {
             return kube::latency(&args.bin_dir, sessions, pod_start_delay).await;
         }
         let server = Server::start(&args.bin_dir).await?;
+        if let What::Creates { sessions } = args.what {
+            return creates::run(std::sync::Arc::new(server), sessions).await;
+        }
         if let What::Load {
             tunnels,
             sessions,
@@ -103,7 +113,7 @@ fn main() -> anyhow::Result<()> {
             What::Tunnel { mib, rounds } => tunnel(&server, mib, rounds).await,
             What::Latency { sessions } => latency(&server, sessions).await,
             What::IdleTunnels { tunnels } => idle_tunnels(&server, tunnels).await,
-            What::Load { .. } | What::KubeLatency { .. } => Ok(()),
+            What::Load { .. } | What::KubeLatency { .. } | What::Creates { .. } => Ok(()),
         }
     })
 }

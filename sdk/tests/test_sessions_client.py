@@ -299,7 +299,7 @@ def test_key_store_rejects_path_tricks(tmp_path):
 
 
 def test_raw_requests_unaffected(server):
-    # sanity: the REST API the SDK wraps is the one of DESIGN.md §3
+    # sanity: the REST API the SDK wraps is the one of docs/API.md
     r = requests.get(server.url + "/v1/sessions", params={"limit": 1}, timeout=10)
     assert r.status_code == 200 and set(r.json()) >= {"sessions", "total", "limit", "offset"}
     assert os.environ.get("PICO_KEY_DIR")

@@ -11,6 +11,7 @@ import paramiko
 import requests
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import raw_connect  # noqa: E402
 from pico_server import Server  # noqa: E402
 
 
@@ -27,11 +28,7 @@ def test_a_client_that_never_reads_does_not_grow_server_memory():
         session = requests.post(f"http://{server.addr}/v1/sessions", timeout=60).json()
         tunnel = socket.create_connection((server.host, server.port), timeout=30)
         tunnel.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        tunnel.sendall(f"CONNECT /v1/sessions/{session['sessionId']}/tunnel HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        head = b""
-        while not head.endswith(b"\r\n\r\n"):
-            head += tunnel.recv(1)
-        assert head.startswith(b"HTTP/1.1 200")
+        raw_connect.open_tunnel(tunnel, session["sessionId"])
 
         # paramiko talks to one end of a socket pair; a relay thread moves bytes to the tunnel
         # until `stalled` is set, after which nothing is read from the tunnel any more.

@@ -13,6 +13,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+import raw_connect  # tests/ is on sys.path (conftest.py)
+
 SECRET = "a-long-enough-test-secret-for-hs256-and-hs384-0123456789"
 
 
@@ -144,15 +146,8 @@ def test_hs_rs_confusion_is_refused(start_server, keys):
 
 def connect_status(server, session_id, token):
     with socket.create_connection((server.host, server.port), timeout=30) as sock:
-        sock.sendall(f"CONNECT /v1/sessions/{session_id}/tunnel HTTP/1.1\r\nHost: x\r\n"
-                     f"Proxy-Authorization: Bearer {token}\r\n\r\n".encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(1)
-            if not chunk:
-                break
-            head += chunk
-        return int(head.split()[1])
+        status, _ = raw_connect.connect(sock, session_id, headers=[f"Proxy-Authorization: Bearer {token}"])
+        return status
 
 
 def test_tenants_are_isolated_and_admin_sees_all(start_server):

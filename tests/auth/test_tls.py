@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+import raw_connect  # tests/ is on sys.path (conftest.py)
+
 
 def make_cert(cert_path, key_path, name):
     key = ec.generate_private_key(ec.SECP256R1())
@@ -53,13 +55,7 @@ def tls_socket(server, cafile, alpn=None):
 
 
 def open_tunnel(server, cafile, session_id):
-    sock = tls_socket(server, cafile)
-    sock.sendall(f"CONNECT /v1/sessions/{session_id}/tunnel HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        head += sock.recv(1)
-    assert head == b"HTTP/1.1 200 Connection Established\r\n\r\n", head
-    return sock
+    return raw_connect.open_tunnel(tls_socket(server, cafile), session_id, host="localhost")
 
 
 def ssh_over(sock, session):

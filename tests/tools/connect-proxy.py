@@ -1,21 +1,20 @@
 #!/usr/bin/env python3
 """OpenSSH ProxyCommand: opens `CONNECT /v1/sessions/ID/tunnel` on a pico server and relays
 stdin/stdout through it. Usage: connect-proxy.py http://HOST:PORT SESSION_ID [TOKEN]"""
-import os, selectors, socket, sys
+import os, pathlib, selectors, socket, sys
 from urllib.parse import urlsplit
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import raw_connect  # noqa: E402
 
 url, session = urlsplit(sys.argv[1]), sys.argv[2]
 token = sys.argv[3] if len(sys.argv) > 3 else os.environ.get("PICO_TOKEN", "")
 sock = socket.create_connection((url.hostname, url.port or 80))
-auth = f"Authorization: Bearer {token}\r\n" if token else ""
-sock.sendall(f"CONNECT /v1/sessions/{session}/tunnel HTTP/1.1\r\nHost: {url.netloc}\r\n{auth}\r\n".encode())
-head = b""
-while b"\r\n\r\n" not in head:  # read the answer byte by byte: never eat the SSH banner
-    byte = sock.recv(1)
-    if not byte:
-        sys.exit("tunnel: connection closed before the answer")
-    head += byte
-if not head.startswith(b"HTTP/1.1 200"):
+auth = [f"Authorization: Bearer {token}"] if token else []
+status, head = raw_connect.connect(sock, session, host=url.netloc, headers=auth)
+if status == 0:
+    sys.exit("tunnel: connection closed before the answer")
+if status != 200:
     sys.exit("tunnel refused: " + head.decode(errors="replace").splitlines()[0])
 sel = selectors.DefaultSelector()
 sel.register(sys.stdin.buffer, selectors.EVENT_READ, "up")

@@ -15,11 +15,9 @@ fn is_root() -> bool {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn isolated_sandbox_hides_the_host() {
-    if !is_root() {
-        eprintln!("skipping: --isolate tests need root");
-        return;
-    }
+    assert!(is_root(), "needs root: run as root with --include-ignored");
     // Outside /tmp, which the sandbox replaces anyway: this exercises --hide itself.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let state = dir.path().join("state");
@@ -138,11 +136,13 @@ fn isolated_sandbox_hides_the_host() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn unprivileged_agent_uses_a_user_namespace_and_drops_capabilities() {
-    if !is_root() || !have("setpriv") {
-        eprintln!("skipping: needs root and setpriv to start an unprivileged agent");
-        return;
-    }
+    assert!(is_root(), "needs root: run as root with --include-ignored");
+    assert!(
+        have("setpriv"),
+        "setpriv is missing: run scripts/test-deps.sh"
+    );
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
@@ -194,11 +194,9 @@ fn unprivileged_agent_uses_a_user_namespace_and_drops_capabilities() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn user_flag_drops_to_a_passwd_user() {
-    if !is_root() {
-        eprintln!("skipping: --user needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run as root with --include-ignored");
     let agent = Agent::start_with(Options {
         extra: vec!["--user".into(), "nobody".into()],
         ..Options::default()
@@ -216,11 +214,9 @@ fn user_flag_drops_to_a_passwd_user() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn killing_the_isolated_agent_outright_ends_the_sandbox() {
-    if !is_root() {
-        eprintln!("skipping: --isolate tests need root");
-        return;
-    }
+    assert!(is_root(), "needs root: run as root with --include-ignored");
     let agent = Agent::start_with(Options {
         extra: vec!["--isolate".into()],
         ..Options::default()

@@ -127,10 +127,7 @@ fn garbage_bytes_and_malformed_packets_do_not_hurt_the_agent() {
 
 #[test]
 fn unix_socket_listener() {
-    if !have("socat") {
-        eprintln!("skipping: socat is not installed");
-        return;
-    }
+    assert!(have("socat"), "socat is missing: run scripts/test-deps.sh");
     let agent = Agent::start_with(Options {
         unix: true,
         ..Options::default()

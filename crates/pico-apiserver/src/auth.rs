@@ -9,6 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::error::ApiError;
+use crate::start_error::StartError;
 
 /// Scope that lets a token see and manage every user's sessions.
 pub const ADMIN_SCOPE: &str = "sessions:admin";
@@ -74,7 +75,7 @@ impl Authenticator {
         public_key: Option<&Path>,
         issuer: Option<&str>,
         audience: Option<&str>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, StartError> {
         let validation = |alg: Algorithm| {
             let mut v = Validation::new(alg);
             v.leeway = LEEWAY_SECS;
@@ -102,9 +103,10 @@ impl Authenticator {
             ));
         }
         if let Some(path) = public_key {
-            let pem = std::fs::read(path).map_err(|e| {
-                anyhow::anyhow!("cannot read --jwt-public-key {}: {e}", path.display())
-            })?;
+            let pem = std::fs::read(path).map_err(StartError::io(format!(
+                "cannot read --jwt-public-key {}",
+                path.display()
+            )))?;
             let attempts = [
                 (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256),
                 (DecodingKey::from_ec_pem(&pem), Algorithm::ES256),
@@ -114,10 +116,10 @@ impl Authenticator {
                 .into_iter()
                 .find_map(|(key, alg)| key.ok().map(|k| (k, alg)))
                 .ok_or_else(|| {
-                    anyhow::anyhow!(
+                    StartError::Config(format!(
                         "--jwt-public-key {} is not an RSA, EC P-256 or Ed25519 public key in PEM",
                         path.display()
-                    )
+                    ))
                 })?;
             keys.push((key, validation(alg)));
         }
@@ -174,16 +176,17 @@ pub fn mint_hs256(
     scope: Option<&str>,
     issuer: Option<&str>,
     audience: Option<&str>,
-) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        !secret.is_empty(),
-        "a token needs --jwt-secret (or PICO_JWT_SECRET), the same the server runs with"
-    );
+) -> Result<String, StartError> {
+    if secret.is_empty() {
+        return Err(StartError::Config(
+            "a token needs --jwt-secret (or PICO_JWT_SECRET), the same the server runs with".into(),
+        ));
+    }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut claims = serde_json::json!({
         "sub": sub,
         "iat": now,
-        "exp": now + i64::try_from(ttl_secs)?,
+        "exp": now.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX)),
     });
     if let Some(scope) = scope {
         claims["scope"] = scope.into();
@@ -194,11 +197,12 @@ pub fn mint_hs256(
     if let Some(aud) = audience {
         claims["aud"] = aud.into();
     }
-    Ok(jsonwebtoken::encode(
+    jsonwebtoken::encode(
         &jsonwebtoken::Header::new(Algorithm::HS256),
         &claims,
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )?)
+    )
+    .map_err(|e| StartError::Config(format!("cannot sign the token: {e}")))
 }
 
 /// Parses `3600`, `90s`, `30m`, `1h` or `7d` into seconds.

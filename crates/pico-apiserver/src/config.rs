@@ -1,4 +1,4 @@
-//! Command-line flags of `pico-apiserver` (DESIGN.md §2), each also read from `PICO_<FLAG>`.
+//! Command-line flags of `pico-apiserver` (the README's configuration table), each also read from `PICO_<FLAG>`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;

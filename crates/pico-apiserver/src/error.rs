@@ -6,7 +6,7 @@ use pico_wire::{ErrorBody, ErrorCode};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::runtime::RuntimeError;
+use crate::runtime::{FailureKind, RuntimeError};
 
 tokio::task_local! {
     /// The id of the request being served, so every error body can carry it.
@@ -25,6 +25,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub details: Option<Value>,
+    /// The request id already named in the server log for this error, if any.
+    request_id: Option<String>,
 }
 
 impl ApiError {
@@ -36,6 +38,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            request_id: None,
         }
     }
 
@@ -96,7 +99,7 @@ impl ApiError {
             message: self.message.clone(),
             details: self.details.clone(),
             timestamp: OffsetDateTime::now_utc(),
-            request_id: current_request_id(),
+            request_id: self.request_id.clone().unwrap_or_else(current_request_id),
         }
     }
 }
@@ -127,24 +130,94 @@ impl IntoResponse for ApiError {
 }
 
 impl From<RuntimeError> for ApiError {
+    /// The client gets the kind of failure and the request id; the details (host paths, the
+    /// agent's log, the causes) go to the server log under that id.
     fn from(err: RuntimeError) -> Self {
-        let message = err.to_string();
-        let code = match err {
-            RuntimeError::Timeout(_) => ErrorCode::SandboxTimeout,
-            RuntimeError::Create(_) => ErrorCode::SandboxCreateFailed,
-            RuntimeError::Delete(_) => ErrorCode::SandboxDeleteFailed,
-            RuntimeError::Unreachable(_) => ErrorCode::SandboxUnreachable,
-            RuntimeError::Unavailable(_) => ErrorCode::Unavailable,
-            RuntimeError::Io(_) | RuntimeError::Store(_) => ErrorCode::InternalError,
+        let request_id = current_request_id();
+        tracing::warn!(request_id = %request_id, error = %Report(&err), "runtime error");
+        let (code, what) = match err.kind() {
+            Some(FailureKind::Timeout) => (
+                ErrorCode::SandboxTimeout,
+                "the sandbox was not ready in time",
+            ),
+            Some(FailureKind::Create) => (
+                ErrorCode::SandboxCreateFailed,
+                "the sandbox could not be created",
+            ),
+            Some(FailureKind::Delete) => (
+                ErrorCode::SandboxDeleteFailed,
+                "the sandbox could not be deleted",
+            ),
+            Some(FailureKind::Unreachable) => {
+                (ErrorCode::SandboxUnreachable, "the sandbox is unreachable")
+            }
+            Some(FailureKind::Unavailable) => {
+                (ErrorCode::Unavailable, "the sandbox runtime is unavailable")
+            }
+            None => (ErrorCode::InternalError, "internal error"),
         };
-        tracing::warn!(error = %message, "runtime error");
-        Self::new(code, message)
+        let message = match &err {
+            RuntimeError::SandboxFailed(why) => format!("{what}: {why}"),
+            _ => format!("{what} (the server log has the details under requestId {request_id})"),
+        };
+        Self {
+            request_id: Some(request_id),
+            ..Self::new(code, message)
+        }
     }
 }
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
-        tracing::error!(error = %err, "session store error");
-        Self::internal("session store error")
+        let request_id = current_request_id();
+        tracing::error!(request_id = %request_id, error = %Report(&err), "session store error");
+        Self {
+            request_id: Some(request_id),
+            ..Self::internal("session store error")
+        }
+    }
+}
+
+/// Shows an error with its causes, `outer: inner: innermost`, for the server log.
+pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(err) = cause {
+            write!(f, ": {err}")?;
+            cause = err.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runtime_failures_reach_the_client_without_their_details() {
+        let err = RuntimeError::Create(
+            "pico-agent exited before it was ready: /var/lib/pico/sessions/x/agent.log".into(),
+        );
+        let api = REQUEST_ID
+            .scope("req-1".into(), async { ApiError::from(err) })
+            .await;
+        assert_eq!(api.code, ErrorCode::SandboxCreateFailed);
+        assert!(!api.message.contains("/var/lib"), "{}", api.message);
+        assert!(api.message.contains("req-1"), "{}", api.message);
+        assert_eq!(api.body().request_id, "req-1");
+    }
+
+    #[test]
+    fn report_shows_the_causes() {
+        let io = std::io::Error::other("disk on fire");
+        let err = RuntimeError::caused(FailureKind::Delete, "removing files", io);
+        assert_eq!(
+            Report(&err).to_string(),
+            "sandbox could not be deleted: removing files: disk on fire"
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod body_timeout;
 mod canned;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod error;
@@ -20,7 +21,9 @@ pub mod relay;
 pub mod runtime;
 pub mod server;
 pub mod service;
+mod service_lifetime;
 mod service_view;
+pub mod start_error;
 pub mod store;
 mod sys;
 pub mod tls;
@@ -32,7 +35,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +48,7 @@ use crate::runtime::kubernetes::{
 };
 use crate::runtime::local::{LocalConfig, LocalRuntime};
 use crate::service::{SessionService, Settings};
+use crate::start_error::StartError;
 
 /// Builds the service from `config`, recovers sessions from before a restart, calls
 /// `on_ready`, and serves on `listener` until `shutdown` fires.
@@ -54,9 +57,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
     on_ready: impl FnOnce(),
-) -> anyhow::Result<()> {
-    config.load_secret_file().map_err(anyhow::Error::msg)?;
-    config.validate().map_err(anyhow::Error::msg)?;
+) -> Result<(), StartError> {
+    config.load_secret_file().map_err(StartError::Config)?;
+    config.validate().map_err(StartError::Config)?;
     let fd_limit = sys::raise_fd_limit();
     if !config.jwt_secret.is_empty() && config.jwt_secret.len() < MIN_SECRET_BYTES {
         tracing::warn!(
@@ -108,7 +111,7 @@ pub async fn run(
     service
         .recover()
         .await
-        .map_err(|e| anyhow::anyhow!("recovering sessions failed: {}", e.message))?;
+        .map_err(|e| StartError::Config(format!("recovering sessions failed: {}", e.message)))?;
 
     let reaper = tokio::spawn(reaper::run(
         service.clone(),
@@ -163,12 +166,17 @@ const MIN_SECRET_BYTES: usize = 32;
 
 type Backend = (Arc<dyn Records>, Arc<dyn Runtime>);
 
-fn local(config: &Config) -> anyhow::Result<Backend> {
+fn local(config: &Config) -> Result<Backend, StartError> {
     let state_dir = config.state_dir();
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
-    let store = store::Store::open(&state_dir.join("pico.redb"))
-        .with_context(|| format!("cannot open the session store in {}", state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir).map_err(StartError::io(format!(
+        "cannot create state directory {}",
+        state_dir.display()
+    )))?;
+    let store =
+        store::Store::open(&state_dir.join("pico.redb")).map_err(|source| StartError::Store {
+            context: format!("cannot open the session store in {}", state_dir.display()),
+            source,
+        })?;
     let runtime = LocalRuntime::new(LocalConfig {
         state_dir: state_dir.clone(),
         agent_binary: agent_binary(config)?,
@@ -176,18 +184,22 @@ fn local(config: &Config) -> anyhow::Result<Backend> {
         private_network: config.session_network() == config::SessionNetwork::Isolated,
         limits: runtime::cgroup::Limits {
             memory: runtime::cgroup::parse_size(&config.session_memory)
-                .map_err(anyhow::Error::msg)?,
+                .map_err(StartError::Config)?,
             pids: config.session_pids,
             millicpus: runtime::cgroup::parse_cpus(&config.session_cpus)
-                .map_err(anyhow::Error::msg)?,
+                .map_err(StartError::Config)?,
         },
-        disk: runtime::cgroup::parse_size(&config.session_disk).map_err(anyhow::Error::msg)?,
+        disk: runtime::cgroup::parse_size(&config.session_disk).map_err(StartError::Config)?,
+    })
+    .map_err(|source| StartError::Runtime {
+        context: "cannot start the local runtime".into(),
+        source,
     })?;
     Ok((Arc::new(LocalRecords(Arc::new(store))), Arc::new(runtime)))
 }
 
 /// The cluster is both the runtime and the record store.
-async fn kubernetes(config: &Config, watches: CancellationToken) -> anyhow::Result<Backend> {
+async fn kubernetes(config: &Config, watches: CancellationToken) -> Result<Backend, StartError> {
     let settings = KubeSettings {
         kubeconfig: (!config.kubeconfig.is_empty()).then(|| PathBuf::from(&config.kubeconfig)),
         namespace: config.namespace.clone(),
@@ -208,7 +220,7 @@ async fn kubernetes(config: &Config, watches: CancellationToken) -> anyhow::Resu
             hardening: Hardening {
                 uid: config.sandbox_uid,
                 memory: runtime::cgroup::parse_size(&config.session_memory)
-                    .map_err(anyhow::Error::msg)?,
+                    .map_err(StartError::Config)?,
                 cpu: (!config.session_cpu.is_empty()).then(|| config.session_cpu.clone()),
             },
             server_authorized_keys: Vec::new(),
@@ -218,14 +230,18 @@ async fn kubernetes(config: &Config, watches: CancellationToken) -> anyhow::Resu
     };
     let runtime = KubernetesRuntime::start(settings, watches)
         .await
-        .context("cannot start the kubernetes runtime")?;
+        .map_err(|source| StartError::Runtime {
+            context: "cannot start the kubernetes runtime".into(),
+            source,
+        })?;
     Ok((runtime.clone(), runtime))
 }
 
-fn agent_binary(config: &Config) -> anyhow::Result<PathBuf> {
+fn agent_binary(config: &Config) -> Result<PathBuf, StartError> {
     if let Some(path) = &config.agent_binary {
         return Ok(path.clone());
     }
-    let exe = std::env::current_exe().context("cannot find the server's own path")?;
+    let exe =
+        std::env::current_exe().map_err(StartError::io("cannot find the server's own path"))?;
     Ok(exe.with_file_name("pico-agent"))
 }

@@ -72,7 +72,8 @@ fn run(mut config: Config) -> anyhow::Result<()> {
             // from before a restart are recovered and requests are served.
             println!("listening on {local}");
         })
-        .await
+        .await?;
+        anyhow::Ok(())
     })
 }
 

@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use pico_wire::{CreateSessionRequest, ErrorCode, Session, SessionList, SessionStatus, SshInfo};
 use serde_json::json;
-use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::clock::Clock;
+use crate::error::{ApiError, Report};
 use crate::keys;
 use crate::limits::{TunnelLimits, TunnelStream};
 use crate::metrics::Metrics;
 use crate::records::Records;
-use crate::runtime::{Recovery, Runtime, SandboxSpec};
+use crate::runtime::{Runtime, SandboxSpec};
 use crate::service_view::Creating;
 use crate::store::SessionRecord;
 
@@ -29,6 +29,9 @@ pub struct Settings {
     pub max_ttl: u64,
     pub max_sessions_per_user: u32,
     pub ssh_username: String,
+    /// How long a runtime lets a create wait. The runtime enforces it (one timer, whose
+    /// error says what was awaited); the service only uses it to judge creates that another
+    /// replica abandoned.
     pub create_timeout: Duration,
     pub max_tunnels_per_session: u32,
     pub max_tunnels_per_user: u32,
@@ -40,7 +43,7 @@ pub struct LiveSession {
     /// Bytes relayed by tunnels; the reaper turns changes into `lastActivityAt`, so the
     /// relay never writes to the store.
     pub bytes_relayed: AtomicU64,
-    bytes_seen: AtomicU64,
+    pub(crate) bytes_seen: AtomicU64,
     /// Open tunnels, for the per-session cap.
     tunnels: Arc<AtomicU32>,
     /// Cancels this session's tunnels when it is deleted or expires.
@@ -69,7 +72,7 @@ impl LiveSession {
 
 pub struct SessionService {
     pub(crate) records: Arc<dyn Records>,
-    runtime: Arc<dyn Runtime>,
+    pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) settings: Settings,
     pub(crate) sessions: RwLock<HashMap<Uuid, Arc<LiveSession>>>,
     /// Sessions this server is creating right now (not yet in a shared store's view).
@@ -77,10 +80,7 @@ pub struct SessionService {
     pub(crate) tunnels: CancellationToken,
     tunnel_limits: TunnelLimits,
     pub metrics: Arc<Metrics>,
-}
-
-fn now() -> OffsetDateTime {
-    pico_wire::timestamp::truncate(OffsetDateTime::now_utc())
+    pub(crate) clock: Clock,
 }
 
 impl SessionService {
@@ -103,7 +103,14 @@ impl SessionService {
             creating: Mutex::default(),
             tunnels,
             metrics,
+            clock: Clock::System,
         }
+    }
+
+    /// The same service on another clock (tests: one that follows tokio's paused clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
@@ -187,7 +194,7 @@ impl SessionService {
         };
         let host_key = keys::generate_ed25519("pico-host").map_err(ApiError::internal)?;
         let ttl = req.ttl.unwrap_or(pico_wire::DEFAULT_TTL);
-        let created_at = now();
+        let created_at = self.clock.now();
         let record = SessionRecord {
             id: Uuid::new_v4(),
             owner: caller.sub.clone(),
@@ -236,37 +243,34 @@ impl SessionService {
         // half-made sandbox behind.
         let service = self.clone();
         let host_private = host_key.private_openssh;
-        let started = tokio::spawn(async move {
+        // The task logs under the request's id, so the client's requestId finds the details.
+        let request_id = crate::error::current_request_id();
+        let started = tokio::spawn(crate::error::REQUEST_ID.scope(request_id, async move {
             let _creating = creating;
             let began = std::time::Instant::now();
             let spec = SandboxSpec {
                 record: &record,
                 host_private_key: &host_private,
             };
-            let result =
-                tokio::time::timeout(service.settings.create_timeout, service.runtime.create(spec))
-                    .await;
+            // The runtime owns the create timeout: it knows what it was waiting for and says
+            // so in its error (in the server log).
+            let result = service.runtime.create(spec).await;
             service.metrics.observe_create(began.elapsed());
             match result {
-                Ok(Ok(())) => service.mark_running(&live).await.map_err(ApiError::from),
-                outcome => {
-                    let err = match outcome {
-                        Ok(Err(e)) => ApiError::from(e),
-                        _ => ApiError::new(ErrorCode::SandboxTimeout,
-                            "sandbox was not ready in time",
-                        ),
-                    };
+                Ok(()) => service.mark_running(&live).await.map_err(ApiError::from),
+                Err(err) => {
+                    let err = ApiError::from(err);
                     if let Err(cleanup) = service.runtime.delete(record.id).await {
-                        tracing::warn!(session_id = %record.id, error = %cleanup, "cleanup after failed create");
+                        tracing::warn!(session_id = %record.id, error = %Report(&cleanup), "cleanup after failed create");
                     }
                     service.forget(record.id);
                     if let Err(e) = service.records.remove(record.id).await {
-                        tracing::error!(session_id = %record.id, error = %e, "cannot remove record");
+                        tracing::error!(session_id = %record.id, error = %Report(&e), "cannot remove record");
                     }
                     Err(err)
                 }
             }
-        })
+        }))
         .await
         .map_err(|e| ApiError::internal(format!("create task failed: {e}")))?;
         let record = started?;
@@ -329,7 +333,7 @@ impl SessionService {
             if record.status == SessionStatus::Terminating {
                 return Err(ApiError::session_not_found());
             }
-            record.expires_at = now() + Duration::from_secs(ttl);
+            record.expires_at = self.clock.now() + Duration::from_secs(ttl);
             record.ttl = ttl;
             record.clone()
         };
@@ -343,7 +347,7 @@ impl SessionService {
     }
 
     /// Stops the sandbox, ends its tunnels and forgets the session.
-    async fn remove(&self, live: &LiveSession, why: &str) -> Result<(), ApiError> {
+    pub(crate) async fn remove(&self, live: &LiveSession, why: &str) -> Result<(), ApiError> {
         let record = {
             let mut record = live.lock();
             record.status = SessionStatus::Terminating;
@@ -385,100 +389,6 @@ impl SessionService {
         live.bytes_relayed.fetch_add(1, Ordering::Relaxed);
         let stream = TunnelStream::new(stream, slot, live.clone(), self.metrics.clone());
         Ok((live, stream))
-    }
-
-    /// One reaper pass: expiry, idleness, activity flush, and retries of failed deletes.
-    pub async fn reap(&self) {
-        let at = now();
-        let mut touched = Vec::new();
-        let activity_lag = self.records.activity_lag();
-        let mut doomed = Vec::new();
-        for live in self.all() {
-            let bytes = live.bytes_relayed.load(Ordering::Relaxed);
-            let mut record = live.lock();
-            if live.bytes_seen.swap(bytes, Ordering::Relaxed) != bytes {
-                record.last_activity_at = at;
-                touched.push(record.clone());
-            }
-            let expired = record.expires_at <= at;
-            // Activity seen by other replicas reaches us late: never judge idleness on less.
-            let idle_after = Duration::from_secs(record.idle_timeout).max(activity_lag);
-            let idle = record.idle_timeout > 0 && record.last_activity_at + idle_after <= at;
-            let stuck = record.status == SessionStatus::Terminating;
-            let abandoned = self.abandoned(&record, at);
-            if expired || idle || stuck || abandoned {
-                let why = if expired {
-                    "expired"
-                } else if idle {
-                    "idle"
-                } else if abandoned {
-                    "abandoned"
-                } else {
-                    "retry"
-                };
-                drop(record);
-                doomed.push((live.clone(), why));
-            }
-        }
-        // Called on every pass, so a store that coalesces activity can flush what it held.
-        if let Err(err) = self.records.touch(&touched).await {
-            tracing::error!(error = %err, "cannot record session activity");
-        }
-        for (live, why) in doomed {
-            if let Err(err) = self.remove(&live, why).await {
-                tracing::warn!(error = %err.message, "reaper could not remove session");
-            } else {
-                self.metrics.reaped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Start-up: load records, drop what expired while we were down, make the rest usable.
-    pub async fn recover(&self) -> Result<(), ApiError> {
-        let records = self.records.load_all().await?;
-        let at = now();
-        let mut known = Vec::new();
-        for mut record in records {
-            let id = record.id;
-            // Another replica may be creating a pending session of a shared store right now.
-            let unusable = record.expires_at <= at
-                || (record.status != SessionStatus::Running
-                    && (self.records.shared().is_none() || self.abandoned(&record, at)));
-            if unusable {
-                tracing::info!(session_id = %id, status = ?record.status, "removing session left from before the restart");
-                if let Err(err) = self.runtime.delete(id).await {
-                    tracing::warn!(session_id = %id, error = %err, "cannot remove sandbox; will retry");
-                    known.push(id);
-                    record.status = SessionStatus::Terminating;
-                    self.insert(record);
-                    continue;
-                }
-                self.records.remove(id).await?;
-                continue;
-            }
-            known.push(id);
-            match self.runtime.recover(&record).await {
-                Ok(Recovery::Adopted) => tracing::info!(session_id = %id, "sandbox adopted"),
-                Ok(Recovery::Restarted) => tracing::info!(session_id = %id, "sandbox restarted"),
-                Err(err) => {
-                    tracing::error!(session_id = %id, error = %err, "sandbox cannot be recovered");
-                    record.status = SessionStatus::Failed;
-                    self.records.put(&record).await?;
-                }
-            }
-            self.insert(record);
-        }
-        let removed = self.runtime.remove_orphans(&known).await?;
-        if removed > 0 {
-            tracing::info!(removed, "removed sandboxes without a session record");
-        }
-        Ok(())
-    }
-
-    fn insert(&self, record: SessionRecord) {
-        let live = LiveSession::new(record, &self.tunnels);
-        let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(live.lock().id, live.clone());
     }
 
     pub fn count_by_status(&self) -> HashMap<&'static str, u64> {

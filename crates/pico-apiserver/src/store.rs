@@ -14,7 +14,7 @@ const SESSIONS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("sessio
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("session store: {0}")]
+    #[error("session store")]
     Db(#[source] Box<redb::Error>),
     #[error("session store is closed after an I/O error")]
     Closed,
@@ -25,11 +25,15 @@ pub enum StoreError {
         holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
     )]
     InUse { holder: Option<u32> },
-    #[error("session store record: {0}")]
+    #[error("session store record")]
     Encoding(#[from] serde_json::Error),
     /// The cluster, where the Kubernetes runtime keeps its records.
-    #[error("session records in the cluster: {0}")]
-    Remote(String),
+    #[error("session records in the cluster: {context}")]
+    Remote {
+        context: String,
+        #[source]
+        source: crate::runtime::Cause,
+    },
 }
 
 macro_rules! db_error_from {
@@ -187,7 +191,9 @@ impl Store {
             match serde_json::from_slice::<SessionRecord>(value.value()) {
                 Ok(record) => records.push(record),
                 // One damaged record must not keep the server from starting.
-                Err(err) => tracing::error!(error = %err, "skipping unreadable session record"),
+                Err(err) => {
+                    tracing::error!(error = %crate::error::Report(&err), "skipping unreadable session record")
+                }
             }
         }
         Ok(records)

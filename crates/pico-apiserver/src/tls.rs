@@ -14,6 +14,9 @@ use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Report;
+use crate::start_error::StartError;
+
 /// How often the certificate files are checked for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
@@ -45,46 +48,56 @@ pub struct Tls {
     files: TlsFiles,
 }
 
-fn load(files: &TlsFiles) -> anyhow::Result<CertifiedKey> {
+fn load(files: &TlsFiles) -> Result<CertifiedKey, StartError> {
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+        std::fs::read(path).map_err(StartError::io(format!("cannot read {}", path.display())))
     };
     let cert_pem = read(&files.cert)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| {
-            anyhow::anyhow!("{}: not a PEM certificate chain: {e}", files.cert.display())
+            StartError::Config(format!(
+                "{}: not a PEM certificate chain: {e}",
+                files.cert.display()
+            ))
         })?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "{}: no certificate in it",
-        files.cert.display()
-    );
+    if certs.is_empty() {
+        return Err(StartError::Config(format!(
+            "{}: no certificate in it",
+            files.cert.display()
+        )));
+    }
     let key_pem = read(&files.key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| anyhow::anyhow!("{}: not a PEM private key: {e}", files.key.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        StartError::Config(format!(
+            "{}: not a PEM private key: {e}",
+            files.key.display()
+        ))
+    })?;
     let provider = aws_lc_rs::default_provider();
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| anyhow::anyhow!("{}: unusable private key: {e}", files.key.display()))?;
+    let signing = provider.key_provider.load_private_key(key).map_err(|e| {
+        StartError::Config(format!(
+            "{}: unusable private key: {e}",
+            files.key.display()
+        ))
+    })?;
     let certified = CertifiedKey::new(certs, signing);
-    certified
-        .keys_match()
-        .map_err(|e| anyhow::anyhow!("certificate and key do not belong together: {e}"))?;
+    certified.keys_match().map_err(|e| {
+        StartError::Config(format!("certificate and key do not belong together: {e}"))
+    })?;
     Ok(certified)
 }
 
 impl Tls {
     /// Loads the files once (failing start-up on any problem) and builds the acceptor.
-    pub fn new(files: TlsFiles) -> anyhow::Result<Self> {
+    pub fn new(files: TlsFiles) -> Result<Self, StartError> {
         let resolver = Arc::new(Resolver {
             current: RwLock::new(Arc::new(load(&files)?)),
         });
         let mut config =
             ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
                 .with_safe_default_protocol_versions()
-                .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?
+                .map_err(|e| StartError::Config(format!("TLS setup: {e}")))?
                 .with_no_client_auth()
                 .with_cert_resolver(resolver.clone());
         // h2 for REST; CONNECT tunnels use http/1.1.
@@ -123,7 +136,7 @@ impl Tls {
                     tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
                 }
                 // Half-written files during a rotation: keep serving the old pair, try again.
-                Err(err) => tracing::warn!(error = %err, "TLS certificate not reloaded"),
+                Err(err) => tracing::warn!(error = %Report(&err), "TLS certificate not reloaded"),
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The tunnels (DESIGN.md §4): CONNECT and its WebSocket fallback share one path — auth,
+//! The tunnels (docs/API.md, "The tunnel"): CONNECT and its WebSocket fallback share one path — auth,
 //! ownership, readiness and a dial of the sandbox happen before the answer; then one relay
 //! moves bytes both ways (half-close included for CONNECT) until either side ends, the
 //! session goes away or the server's shutdown grace is over.

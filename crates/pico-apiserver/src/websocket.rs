@@ -1,4 +1,4 @@
-//! The WebSocket fallback of the tunnel (DESIGN.md §4, issue 5), for networks whose proxies
+//! The WebSocket fallback of the tunnel (docs/API.md, "The tunnel"), for networks whose proxies
 //! strip CONNECT: `GET /v1/sessions/{id}/tunnel` with `Upgrade: websocket`. This module
 //! recognises and checks the handshake; `tunnel::serve` authorises, dials and relays as for
 //! CONNECT, with binary frames (`ws_stream`) carrying the SSH bytes both ways.

@@ -105,11 +105,12 @@ fn a_state_directory_that_cannot_be_made_is_a_clear_error() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_full_disk_fails_creates_cleanly_and_recovers() {
-    if !common::is_root() {
-        eprintln!("SKIPPED: needs root to mount a small tmpfs");
-        return;
-    }
+    assert!(
+        common::is_root(),
+        "needs root: run as root with --include-ignored"
+    );
     let dir = tempfile::Builder::new()
         .prefix("p")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -203,7 +204,13 @@ fn a_sandbox_that_cannot_be_recovered_is_failed_not_ready() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_delete_that_fails_is_reported_and_retried() {
+    // chattr +i (the failure this test makes) needs CAP_LINUX_IMMUTABLE.
+    assert!(
+        common::is_root(),
+        "needs root: run as root with --include-ignored"
+    );
     let server = Server::start(&[]);
     let session = server.create(None, "");
     let id = session["sessionId"].as_str().expect("id").to_owned();
@@ -221,10 +228,10 @@ fn a_delete_that_fails_is_reported_and_retried() {
             .map(|s| s.success())
             .unwrap_or(false)
     };
-    if !chattr("+i") {
-        eprintln!("SKIPPED: this filesystem has no immutable files (chattr +i)");
-        return;
-    }
+    assert!(
+        chattr("+i"),
+        "chattr +i failed: the target directory's filesystem has no immutable files"
+    );
     // An immutable file makes removing the sandbox's files fail.
     let refused = server
         .request("DELETE", &format!("/v1/sessions/{id}"))

@@ -388,7 +388,13 @@ fn jwt_secrets_short_warn_and_from_a_file_work() {
 #[test]
 fn accept_errors_back_off_instead_of_logging_every_50_ms() {
     let server = Server::start(&["--header-read-timeout", "3", "--max-connections", "1000"]);
-    let pid = server.child.as_ref().expect("child").id().to_string();
+    let pid = server
+        .process
+        .child
+        .as_ref()
+        .expect("child")
+        .id()
+        .to_string();
     // A tiny open-file limit, so that accept fails with EMFILE while clients wait.
     let status = std::process::Command::new("prlimit")
         .args(["--pid", &pid, "--nofile=40:40"])

@@ -7,11 +7,12 @@ mod common;
 use common::{Server, SshTarget, stderr, stdout};
 
 #[test]
+#[ignore = "needs root"]
 fn a_sandbox_is_held_to_its_memory_and_process_limits() {
-    if !common::is_root() {
-        eprintln!("SKIPPED: cgroup limits need the server to run as root");
-        return;
-    }
+    assert!(
+        common::is_root(),
+        "needs root: run as root with --include-ignored"
+    );
     let server = Server::start(&["--session-memory", "96M", "--session-pids", "40"]);
     let session = server.create(None, "");
     let ssh = SshTarget::new(&server, &session, None);

@@ -1,19 +1,18 @@
 //! kill -9 the server with live sessions, start it again on the same state directory: the
-//! sessions work (agent adopted, or restarted with its files), and one whose TTL passed while
-//! the server was down is gone.
+//! sessions work (agent adopted, or restarted with its files). That a session whose TTL passed
+//! while the server was down is dropped is the recovery logic, tested in-process on a paused
+//! clock in `service.rs`.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Server, SshTarget, stderr, stdout};
 
 #[test]
-fn sessions_survive_kill_9_and_expired_ones_are_reaped() {
+fn sessions_survive_kill_9() {
     let mut server = Server::start(&[]);
     let state_dir = server.state_dir.clone();
-    let short = server.create(None, r#"{"ttl": 60}"#);
-    let short_created = Instant::now();
     let one = server.create(None, "");
     let two = server.create(None, "");
     let ssh_one = SshTarget::new(&server, &one, None);
@@ -52,17 +51,7 @@ fn sessions_survive_kill_9_and_expired_ones_are_reaped() {
         .args(["-KILL", "--", &format!("-{}", two_pid.trim())])
         .status()
         .expect("kill");
-    // Let the short session's TTL pass while nothing runs.
-    let ttl_over = short_created + Duration::from_secs(61);
-    std::thread::sleep(ttl_over.saturating_duration_since(Instant::now()));
-
     let restarted = Server::start_in(&state_dir, &[]);
-    let short_id = short["sessionId"].as_str().expect("id");
-    restarted
-        .request("GET", &format!("/v1/sessions/{short_id}"))
-        .send()
-        .assert_error(404, "SESSION_NOT_FOUND");
-    assert!(!state_dir.join("sessions").join(short_id).exists());
     let list = restarted.request("GET", "/v1/sessions").send().json();
     assert_eq!(list["total"], 2, "{list}");
 

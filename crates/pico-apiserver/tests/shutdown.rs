@@ -26,7 +26,7 @@ fn sigterm_drains_tunnels_within_the_grace_period() {
     let mut banner = [0u8; 8];
     tunnel.read_exact(&mut banner).expect("banner");
 
-    let pid = server.child.as_ref().expect("child").id();
+    let pid = server.process.child.as_ref().expect("child").id();
     let started = Instant::now();
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

@@ -71,7 +71,7 @@ fn unfinished_fragmented_messages_do_not_grow_server_memory() {
     let server = Server::start(&[]);
     let session = server.create(None, "");
     let id = session["sessionId"].as_str().expect("id");
-    let pid = server.child.as_ref().expect("child").id();
+    let pid = server.process.child.as_ref().expect("child").id();
     let before = rss_kib(pid);
     let payload = vec![b'x'; FRAME];
     let tunnels: Vec<TcpStream> = (0..TUNNELS)

@@ -1,4 +1,4 @@
-//! A small HTTP/1.1 client of the pico REST API (DESIGN.md §3): one connection per call,
+//! A small HTTP/1.1 client of the pico REST API (`docs/API.md`): one connection per call,
 //! JSON in and out, error bodies turned into one readable line.
 
 use std::path::Path;

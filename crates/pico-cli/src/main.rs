@@ -1,5 +1,5 @@
-//! `pico`, the command-line client of pico sandbox sessions (DESIGN.md §8): dispatch, and
-//! errors as one line on stderr with a non-zero exit.
+//! `pico`, the command-line client of pico sandbox sessions (`crates/pico-cli/README.md`):
+//! dispatch, and errors as one line on stderr with a non-zero exit.
 
 mod api;
 mod cli;

@@ -1,4 +1,4 @@
-//! Byte tunnels to a session's SSH server (DESIGN.md §4): HTTP CONNECT, and the WebSocket
+//! Byte tunnels to a session's SSH server (`docs/API.md`, "The tunnel"): HTTP CONNECT, and the WebSocket
 //! fallback for networks whose proxies strip CONNECT.
 
 use anyhow::{Context, bail};

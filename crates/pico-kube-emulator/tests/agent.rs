@@ -78,12 +78,8 @@ fn sandbox_with_agent(name: &str) -> DynamicObject {
 
 #[tokio::test]
 async fn pico_agent_sandbox_serves_ssh_on_its_pod_ip() {
-    let Some(agent) = agent_binary() else {
-        eprintln!(
-            "SKIPPED pico_agent_sandbox_serves_ssh_on_its_pod_ip: no pico-agent binary (cargo build -p pico-agent failed); set PICO_AGENT_BINARY"
-        );
-        return;
-    };
+    let agent = agent_binary()
+        .expect("no pico-agent binary (cargo build -p pico-agent failed); set PICO_AGENT_BINARY");
     let config = EmulatorConfig {
         agent_binary: Some(agent),
         ..EmulatorConfig::default()
@@ -201,10 +197,8 @@ async fn pico_agent_sandbox_serves_ssh_on_its_pod_ip() {
 
 #[tokio::test]
 async fn failing_agent_fails_the_pod_with_its_last_words() {
-    let Some(agent) = agent_binary() else {
-        eprintln!("SKIPPED failing_agent_fails_the_pod_with_its_last_words: no pico-agent binary");
-        return;
-    };
+    let agent = agent_binary()
+        .expect("no pico-agent binary (cargo build -p pico-agent failed); set PICO_AGENT_BINARY");
     let config = EmulatorConfig {
         agent_binary: Some(agent),
         ..EmulatorConfig::default()

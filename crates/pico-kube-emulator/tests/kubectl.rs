@@ -5,14 +5,12 @@ mod harness;
 
 use std::process::Stdio;
 
-use harness::{Emu, README_SANDBOX, expect_line, kubectl_available, lines_of, path};
+use harness::{Emu, README_SANDBOX, expect_line, lines_of, path, require_kubectl};
 use pico_kube_emulator::name_hash;
 
 #[test]
 fn kubectl_apply_get_wait_and_delete_the_readme_sandbox() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let emu = Emu::start(&[]);
     let alpha = emu.sandbox_file("v1alpha1", "my-sandbox");
     let beta = emu.sandbox_file("v1beta1", "beta-sandbox");
@@ -111,9 +109,7 @@ fn kubectl_apply_get_wait_and_delete_the_readme_sandbox() {
 
 #[test]
 fn kubectl_get_watch_sees_added_modified_deleted() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let emu = Emu::start(&[]);
     emu.ok(&["apply", "-f", path(&emu.sandbox_file("v1alpha1", "first"))]);
     let mut watch = emu
@@ -139,9 +135,7 @@ fn kubectl_get_watch_sees_added_modified_deleted() {
 
 #[test]
 fn kubectl_patch_server_side_apply_dry_run_and_errors() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     // No --token here: kubectl does not send bearer tokens to plain-http servers (the
     // token check is covered by the kube-rs tests).
     let emu = Emu::start(&["--pod-start-delay", "10ms"]);
@@ -274,9 +268,7 @@ fn kubectl_patch_server_side_apply_dry_run_and_errors() {
 
 #[test]
 fn kubectl_get_pods_shows_status_columns_and_scripted_failures() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let emu = Emu::start(&["--image-failure", "custom-bad=pull"]);
     let bad = README_SANDBOX
         .replace("VERSION", "v1beta1")
@@ -330,9 +322,7 @@ fn kubectl_get_pods_shows_status_columns_and_scripted_failures() {
 /// The kinds a pico deployment uses (issue 8's `k8s/`) apply, client and server dry run too.
 #[test]
 fn kubectl_applies_deployment_manifests() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let emu = Emu::start(&[]);
     let manifests = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -1,4 +1,4 @@
-//! Request, response and error types of the pico REST API (DESIGN.md §3), shared by the
+//! Request, response and error types of the pico REST API (`docs/API.md`), shared by the
 //! server and its clients. Field names are camelCase on the wire.
 
 use serde::{Deserialize, Serialize};

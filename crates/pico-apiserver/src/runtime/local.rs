@@ -8,7 +8,6 @@
 //! whose session expired long ago with no live server ends itself (`sys::watchdog` of the
 //! agent).
 
-use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -23,6 +22,7 @@ use uuid::Uuid;
 use super::cgroup::{Cgroups, Limits};
 use super::disk;
 use super::heartbeat::{spawn_heartbeat, write_expiry};
+use super::start_lock::StartLocks;
 use super::uids::UidPool;
 use super::{BoxedStream, Recovery, Runtime, RuntimeError, SandboxSpec};
 use crate::store::SessionRecord;
@@ -52,8 +52,8 @@ pub struct LocalRuntime {
     uids: UidPool,
     /// `mkfs.ext4` and the image size, when sessions get a disk of their own.
     disk: Option<(PathBuf, u64)>,
-    /// Serialises starts of the same session (create vs. a restart on connect).
-    starting: tokio::sync::Mutex<HashMap<Uuid, ()>>,
+    /// Serialises starts of the same session (create vs. a restart on connect) only.
+    starting: StartLocks,
 }
 
 impl LocalRuntime {
@@ -112,7 +112,7 @@ impl LocalRuntime {
             agent_binary: config.agent_binary,
             ready_timeout: config.ready_timeout,
             as_root,
-            starting: tokio::sync::Mutex::new(HashMap::new()),
+            starting: StartLocks::default(),
         })
     }
 
@@ -341,7 +341,7 @@ impl Runtime for LocalRuntime {
 
     async fn create(&self, spec: SandboxSpec<'_>) -> Result<(), RuntimeError> {
         let id = spec.record.id;
-        let _guard = self.starting.lock().await;
+        let _guard = self.starting.lock(id).await;
         let uid = if self.as_root {
             Some(self.allocate_uid()?)
         } else {
@@ -380,7 +380,7 @@ impl Runtime for LocalRuntime {
                     return Err(RuntimeError::Unreachable(first.to_string()));
                 }
                 tracing::warn!(session_id = %id, error = %first, "agent gone; restarting it");
-                let _guard = self.starting.lock().await;
+                let _guard = self.starting.lock(id).await;
                 if self.live_agent_pid(id).await.is_none() {
                     let username = read_username(&self.dir(id)).await;
                     self.start_agent(id, &username).await.map_err(|e| {

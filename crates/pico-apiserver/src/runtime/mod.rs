@@ -5,6 +5,7 @@ mod disk;
 mod heartbeat;
 pub mod kubernetes;
 pub mod local;
+mod start_lock;
 mod uids;
 
 use std::pin::Pin;
@@ -20,6 +21,33 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> SandboxStream for T {}
 
 pub type BoxedStream = Pin<Box<dyn SandboxStream>>;
 
+/// The error that caused a runtime failure, kept for the server log.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What kind of failure a runtime reports; it decides the client's error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Create,
+    Timeout,
+    Delete,
+    Unreachable,
+    Unavailable,
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Create => "sandbox could not be created",
+            Self::Timeout => "sandbox was not ready in time",
+            Self::Delete => "sandbox could not be deleted",
+            Self::Unreachable => "sandbox is unreachable",
+            Self::Unavailable => "runtime unavailable",
+        })
+    }
+}
+
+/// A runtime failure. Messages may name host paths and agent logs: they go to the server log
+/// only, never to a client (`error.rs` gives clients a message by kind).
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("sandbox could not be created: {0}")]
@@ -32,10 +60,45 @@ pub enum RuntimeError {
     Unreachable(String),
     #[error("runtime unavailable: {0}")]
     Unavailable(String),
-    #[error("runtime I/O: {0}")]
+    /// The sandbox itself failed for a reason that is about what the client asked for (its
+    /// image cannot be pulled, its pod crashes); the only message a client sees in full.
+    #[error("sandbox could not be created: {0}")]
+    SandboxFailed(String),
+    /// A failure with the error that caused it (an API call, a system call).
+    #[error("{kind}: {context}")]
+    Failed {
+        kind: FailureKind,
+        context: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("runtime I/O")]
     Io(#[from] std::io::Error),
-    #[error("runtime store: {0}")]
-    Store(String),
+    #[error("runtime store")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl RuntimeError {
+    pub fn caused(kind: FailureKind, context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Failed {
+            kind,
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// `None` for the server's own failures (I/O, store), which are internal errors.
+    pub fn kind(&self) -> Option<FailureKind> {
+        match self {
+            Self::Create(_) | Self::SandboxFailed(_) => Some(FailureKind::Create),
+            Self::Timeout(_) => Some(FailureKind::Timeout),
+            Self::Delete(_) => Some(FailureKind::Delete),
+            Self::Unreachable(_) => Some(FailureKind::Unreachable),
+            Self::Unavailable(_) => Some(FailureKind::Unavailable),
+            Self::Failed { kind, .. } => Some(*kind),
+            Self::Io(_) | Self::Store(_) => None,
+        }
+    }
 }
 
 /// What a runtime needs to start one sandbox.

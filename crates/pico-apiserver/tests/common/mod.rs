@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use pico_testkit::ServerProcess;
 use serde_json::Value;
 
 pub const SECRET: &str = "test-secret-0123456789";
@@ -34,7 +35,8 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub struct Server {
-    pub child: Option<Child>,
+    /// The server process (`pico-testkit`); killed with its agents on drop.
+    pub process: ServerProcess,
     pub addr: SocketAddr,
     pub state_dir: PathBuf,
     pub args: Vec<String>,
@@ -139,35 +141,15 @@ impl Server {
             args.extend(kube_args);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pico-apiserver"))
-            .args(&args)
-            .env_remove("PICO_JWT_SECRET")
-            .env("RUST_LOG", "info,pico_apiserver=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start pico-apiserver");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| {
-                let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("server did not start: {line:?}\n{log_text}")
-            });
+        let process = ServerProcess::start(
+            Path::new(env!("CARGO_BIN_EXE_pico-apiserver")),
+            &args,
+            state_dir,
+            &log,
+        );
         Self {
-            child: Some(child),
-            addr,
+            addr: process.addr,
+            process,
             state_dir: state_dir.to_path_buf(),
             args,
             _tmp: None,
@@ -181,21 +163,12 @@ impl Server {
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill9();
     }
 
     /// SIGTERM and wait; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        child.wait().map(|s| s.success()).unwrap_or(false)
+        self.process.terminate()
     }
 
     pub fn request(&self, method: &str, path: &str) -> Req {
@@ -238,21 +211,7 @@ impl Drop for Server {
     }
 }
 
-/// Kills every agent a state directory knows, so tests leave no process behind.
-pub fn kill_agents(state_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(state_dir.join("sessions")) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if let Ok(pid) = std::fs::read_to_string(entry.path().join("agent.pid")) {
-            let pid = pid.trim();
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
+pub use pico_testkit::kill_agents;
 
 pub struct Req {
     addr: SocketAddr,

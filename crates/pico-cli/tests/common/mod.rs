@@ -2,12 +2,13 @@
 //! binary against it with a private HOME and config directory.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use pico_testkit::ServerProcess;
 use serde_json::Value;
 
 pub const SECRET: &str = "cli-test-secret-0123456789";
@@ -28,7 +29,8 @@ fn sibling(name: &str) -> PathBuf {
 }
 
 pub struct Server {
-    child: Child,
+    /// The server process (`pico-testkit`); killed with its agents on drop.
+    process: ServerProcess,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub state_dir: PathBuf,
@@ -41,66 +43,35 @@ impl Server {
             .tempdir()
             .expect("tempdir");
         let state_dir = dir.path().join("state");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
-        let mut child = Command::new(sibling("pico-apiserver"))
-            .args(["--port", "0", "--state-dir"])
-            .arg(&state_dir)
-            .arg("--agent-binary")
-            .arg(sibling("pico-agent"))
-            .args(extra)
-            .env_remove("PICO_JWT_SECRET")
-            .env("RUST_LOG", "info,pico_apiserver=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start pico-apiserver");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| {
-                let log =
-                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
-                panic!("server did not start: {line:?}\n{log}")
-            });
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            "0".into(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "--agent-binary".into(),
+            sibling("pico-agent").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let process = ServerProcess::start(
+            &sibling("pico-apiserver"),
+            &args,
+            &state_dir,
+            &dir.path().join("server.log"),
+        );
         Self {
-            child,
-            addr,
+            addr: process.addr,
+            process,
             dir,
             state_dir,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.process.url()
     }
 
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Agents run in their own process groups; leave none behind.
-        let Ok(entries) = std::fs::read_dir(self.state_dir.join("sessions")) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if let Ok(pid) = std::fs::read_to_string(entry.path().join("agent.pid")) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{}", pid.trim())])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
+        self.process.logs()
     }
 }
 

@@ -22,15 +22,16 @@ spec:
         image: python:3.12-slim
 ";
 
-pub fn kubectl_available() -> bool {
+/// Fails the test when kubectl is missing: a missing tool is no reason to pass.
+pub fn require_kubectl() {
     let ok = Command::new("kubectl")
         .args(["version", "--client"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: kubectl is not installed (Debian package kubernetes-client)");
-    }
-    ok
+    assert!(
+        ok,
+        "kubectl is not installed (Debian package kubernetes-client): run scripts/test-deps.sh"
+    );
 }
 
 /// The emulator binary, killed on drop.

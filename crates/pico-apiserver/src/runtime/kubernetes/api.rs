@@ -13,8 +13,8 @@ pub enum ApiFail {
     Conflict(String),
     #[error("the Kubernetes API did not answer within {}s", API_TIMEOUT.as_secs())]
     TimedOut,
-    #[error("{0}")]
-    Other(String),
+    #[error(transparent)]
+    Other(kube::Error),
 }
 
 impl From<kube::Error> for ApiFail {
@@ -22,10 +22,7 @@ impl From<kube::Error> for ApiFail {
         match err {
             kube::Error::Api(status) if status.code == 404 => Self::NotFound,
             kube::Error::Api(status) if status.code == 409 => Self::Conflict(status.message),
-            kube::Error::Api(status) => {
-                Self::Other(format!("{} ({})", status.message, status.code))
-            }
-            other => Self::Other(other.to_string()),
+            other => Self::Other(other),
         }
     }
 }

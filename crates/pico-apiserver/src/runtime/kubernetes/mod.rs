@@ -29,7 +29,8 @@ use self::api::{ApiFail, call};
 pub use self::hardening::Hardening;
 pub use self::manifest::{AgentMode, PodSettings};
 use self::manifest::{GROUP, KIND, PLURAL, SELECTOR, object_name};
-use super::{BoxedStream, Recovery, Runtime, RuntimeError, SandboxSpec};
+use super::{BoxedStream, Cause, FailureKind, Recovery, Runtime, RuntimeError, SandboxSpec};
+use crate::error::Report;
 use crate::store::SessionRecord;
 
 /// Bound of every single (non-watch) API call.
@@ -90,28 +91,28 @@ pub struct KubernetesRuntime {
 
 async fn client_for(settings: &KubeSettings) -> Result<Client, RuntimeError> {
     let unavailable =
-        |what: &str, e: &dyn std::fmt::Display| RuntimeError::Unavailable(format!("{what}: {e}"));
+        |what: &str, e: Cause| RuntimeError::caused(FailureKind::Unavailable, what, e);
     let mut config = match &settings.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
-                .map_err(|e| unavailable(&format!("cannot read {}", path.display()), &e))?;
+                .map_err(|e| unavailable(&format!("cannot read {}", path.display()), e.into()))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| unavailable("bad kubeconfig", &e))?
+                .map_err(|e| unavailable("bad kubeconfig", e.into()))?
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| unavailable("no in-cluster configuration", &e))?,
+            .map_err(|e| unavailable("no in-cluster configuration", e.into()))?,
     };
     config.connect_timeout = Some(API_TIMEOUT);
-    Client::try_from(config).map_err(|e| unavailable("cannot build a Kubernetes client", &e))
+    Client::try_from(config).map_err(|e| unavailable("cannot build a Kubernetes client", e.into()))
 }
 
 /// `v1beta1` when served, else `v1alpha1`.
 async fn sandbox_version(client: &Client) -> Result<String, RuntimeError> {
     let groups = call(client.list_api_groups())
         .await
-        .map_err(|e| RuntimeError::Unavailable(format!("API discovery failed: {e}")))?;
+        .map_err(|e| RuntimeError::caused(FailureKind::Unavailable, "API discovery failed", e))?;
     let group = groups
         .groups
         .iter()
@@ -182,7 +183,9 @@ impl KubernetesRuntime {
         tokio::time::timeout(API_TIMEOUT * 3, cache.wait_until_ready())
             .await
             .map_err(|_| RuntimeError::Unavailable("listing Sandboxes timed out".into()))?
-            .map_err(|e| RuntimeError::Unavailable(format!("Sandbox watch ended: {e}")))?;
+            .map_err(|e| {
+                RuntimeError::caused(FailureKind::Unavailable, "Sandbox watch ended", e)
+            })?;
         tracing::info!(namespace = ns, version = %version, sandboxes = cache.state().len(), "kubernetes runtime ready");
         Ok(Arc::new(Self {
             secrets: Api::namespaced(client.clone(), ns),
@@ -236,10 +239,10 @@ impl KubernetesRuntime {
         let record = spec.record;
         let manifest = manifest::sandbox(record, &self.version, &self.pod);
         let sandbox: DynamicObject = serde_json::from_value(manifest)
-            .map_err(|e| RuntimeError::Create(format!("Sandbox manifest: {e}")))?;
+            .map_err(|e| RuntimeError::caused(FailureKind::Create, "Sandbox manifest", e))?;
         let made = call(self.sandboxes.create(&PostParams::default(), &sandbox))
             .await
-            .map_err(|e| RuntimeError::Create(format!("creating the Sandbox: {e}")))?;
+            .map_err(|e| RuntimeError::caused(FailureKind::Create, "creating the Sandbox", e))?;
         let uid = made.metadata.uid.unwrap_or_default();
         let secret: Secret = serde_json::from_value(manifest::secret(
             record,
@@ -248,10 +251,10 @@ impl KubernetesRuntime {
             &uid,
             &self.pod,
         ))
-        .map_err(|e| RuntimeError::Create(format!("Secret manifest: {e}")))?;
+        .map_err(|e| RuntimeError::caused(FailureKind::Create, "Secret manifest", e))?;
         call(self.secrets.create(&PostParams::default(), &secret))
             .await
-            .map_err(|e| RuntimeError::Create(format!("creating the Secret: {e}")))?;
+            .map_err(|e| RuntimeError::caused(FailureKind::Create, "creating the Secret", e))?;
         Ok(())
     }
 
@@ -280,7 +283,7 @@ impl KubernetesRuntime {
         }
         let pod = call(self.pods.get(&object_name(id)))
             .await
-            .map_err(|e| RuntimeError::Unreachable(format!("sandbox pod: {e}")))?;
+            .map_err(|e| RuntimeError::caused(FailureKind::Unreachable, "sandbox pod", e))?;
         pod.status
             .and_then(|s| s.pod_ip)
             .ok_or_else(|| RuntimeError::Unreachable("sandbox pod has no IP".into()))
@@ -342,7 +345,7 @@ impl Runtime for KubernetesRuntime {
             Err(err) => Err(err),
         };
         if let Err(err) = &outcome {
-            tracing::warn!(session_id = %id, error = %err, "sandbox create failed; removing it");
+            tracing::warn!(session_id = %id, error = %Report(err), "sandbox create failed; removing it");
             if let Err(e) = self.delete_sandbox(&name).await {
                 tracing::warn!(session_id = %id, error = %e, "cannot remove the failed Sandbox");
             }
@@ -352,9 +355,9 @@ impl Runtime for KubernetesRuntime {
 
     async fn delete(&self, id: Uuid) -> Result<(), RuntimeError> {
         let name = object_name(id);
-        self.delete_sandbox(&name)
-            .await
-            .map_err(|e| RuntimeError::Delete(format!("deleting Sandbox {name}: {e}")))?;
+        self.delete_sandbox(&name).await.map_err(|e| {
+            RuntimeError::caused(FailureKind::Delete, format!("deleting Sandbox {name}"), e)
+        })?;
         // Normally garbage-collected with the Sandbox; this covers a Secret whose owner
         // reference never got written.
         match call(self.secrets.delete(&name, &DeleteParams::background())).await {
@@ -390,7 +393,7 @@ impl Runtime for KubernetesRuntime {
         let stream = tokio::time::timeout(API_TIMEOUT, TcpStream::connect(&addr))
             .await
             .map_err(|_| RuntimeError::Unreachable(format!("{addr}: connect timed out")))?
-            .map_err(|e| RuntimeError::Unreachable(format!("{addr}: {e}")))?;
+            .map_err(|e| RuntimeError::caused(FailureKind::Unreachable, addr.clone(), e))?;
         let _ = stream.set_nodelay(true);
         Ok(Box::pin(stream))
     }

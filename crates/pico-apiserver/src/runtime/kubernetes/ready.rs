@@ -10,8 +10,8 @@ use kube::Api;
 use kube::api::DynamicObject;
 use kube::runtime::wait::await_condition;
 
-use super::RuntimeError;
 use super::manifest;
+use super::{FailureKind, RuntimeError};
 
 /// Container waiting reasons that will not fix themselves. `ErrImagePull` and
 /// `ImagePullBackOff` are not among them: a registry blip or a rate limit passes, and the
@@ -131,14 +131,14 @@ pub async fn wait_ready(
                 }
             },
             Ok(None) => Err(RuntimeError::Create(format!("Sandbox {name} was deleted while starting"))),
-            Err(e) => Err(RuntimeError::Create(format!("watching Sandbox {name}: {e}"))),
+            Err(e) => Err(RuntimeError::caused(FailureKind::Create, format!("watching Sandbox {name}"), e)),
         },
         outcome = broken => match outcome {
-            Ok(Some(pod)) => Err(RuntimeError::Create(
+            Ok(Some(pod)) => Err(RuntimeError::SandboxFailed(
                 pod_problem(&pod).unwrap_or_else(|| "sandbox pod failed".into()),
             )),
             Ok(None) => Err(RuntimeError::Create(format!("pod {name} vanished while starting"))),
-            Err(e) => Err(RuntimeError::Create(format!("watching pod {name}: {e}"))),
+            Err(e) => Err(RuntimeError::caused(FailureKind::Create, format!("watching pod {name}"), e)),
         },
     }
 }

@@ -2,6 +2,7 @@
 //! writes are merge patches of annotations and `spec.shutdownTime`, so that every replica
 //! (and a restarted one) sees the same sessions.
 
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -55,6 +56,31 @@ impl SeenVersions {
     }
 }
 
+/// Notes the activity in `records` and takes what is due for the cluster: per session at most
+/// one write every `ACTIVITY_EVERY`, the newest activity held back until then.
+fn take_due(
+    log: &mut HashMap<Uuid, Activity>,
+    records: &[SessionRecord],
+    now: Instant,
+    exists: impl Fn(Uuid) -> bool,
+) -> Vec<(Uuid, OffsetDateTime)> {
+    for record in records {
+        log.entry(record.id).or_default().pending = Some(record.last_activity_at);
+    }
+    log.retain(|id, _| exists(*id));
+    log.iter_mut()
+        .filter(|(_, a)| {
+            a.written
+                .is_none_or(|at| now.duration_since(at) >= ACTIVITY_EVERY)
+        })
+        .filter_map(|(id, a)| {
+            let pending = a.pending.take()?;
+            a.written = Some(now);
+            Some((*id, pending))
+        })
+        .collect()
+}
+
 impl KubernetesRuntime {
     async fn patch(&self, id: Uuid, patch: serde_json::Value) -> Result<(), StoreError> {
         let name = object_name(id);
@@ -74,7 +100,10 @@ impl KubernetesRuntime {
             }
             // Not made yet (the create writes the whole record) or already gone.
             Err(ApiFail::NotFound) => Ok(()),
-            Err(e) => Err(StoreError::Remote(format!("patching Sandbox {name}: {e}"))),
+            Err(e) => Err(StoreError::Remote {
+                context: format!("patching Sandbox {name}"),
+                source: e.into(),
+            }),
         }
     }
 }
@@ -86,28 +115,15 @@ impl Records for KubernetesRuntime {
     }
 
     async fn touch(&self, records: &[SessionRecord]) -> Result<(), StoreError> {
-        let now = Instant::now();
-        let due: Vec<(Uuid, OffsetDateTime)> = {
+        let due = {
             let mut log = self
                 .activity_written
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            for record in records {
-                log.entry(record.id).or_default().pending = Some(record.last_activity_at);
-            }
             // Forget sessions that ended anywhere (on another replica too).
-            log.retain(|id, _| self.cached(*id).is_some());
-            log.iter_mut()
-                .filter(|(_, a)| {
-                    a.written
-                        .is_none_or(|at| now.duration_since(at) >= ACTIVITY_EVERY)
-                })
-                .filter_map(|(id, a)| {
-                    let pending = a.pending.take()?;
-                    a.written = Some(now);
-                    Some((*id, pending))
-                })
-                .collect()
+            take_due(&mut log, records, Instant::now(), |id| {
+                self.cached(id).is_some()
+            })
         };
         for (id, at) in due {
             let patch = json!({"metadata": {"annotations": {
@@ -126,7 +142,10 @@ impl Records for KubernetesRuntime {
     async fn remove(&self, id: Uuid) -> Result<(), StoreError> {
         self.delete_sandbox(&object_name(id))
             .await
-            .map_err(|e| StoreError::Remote(format!("deleting Sandbox: {e}")))?;
+            .map_err(|e| StoreError::Remote {
+                context: "deleting Sandbox".into(),
+                source: e.into(),
+            })?;
         self.await_cache(id, |o| o.is_none()).await;
         Ok(())
     }
@@ -151,5 +170,46 @@ impl SharedView for KubernetesRuntime {
             .iter()
             .filter_map(|s| record_of(s))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touched(id: Uuid, at: OffsetDateTime) -> SessionRecord {
+        let mut record: SessionRecord = serde_json::from_value(json!({
+            "id": id, "owner": "a", "status": "running",
+            "created_at": "2026-01-01T00:00:00Z", "expires_at": "2026-01-01T01:00:00Z",
+            "last_activity_at": "2026-01-01T00:00:00Z", "metadata": {}, "image": null,
+            "ttl": 3600, "idle_timeout": 0, "username": "sandbox",
+            "host_public_key": "k", "authorized_key": "k",
+        }))
+        .expect("record");
+        record.last_activity_at = at;
+        record
+    }
+
+    #[test]
+    fn activity_reaches_the_cluster_at_most_once_a_minute() {
+        let (id, start) = (Uuid::new_v4(), Instant::now());
+        let t = |s: i64| OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(s);
+        let mut log = HashMap::new();
+        let exists = |_| true;
+        // The first activity is written at once.
+        assert_eq!(
+            take_due(&mut log, &[touched(id, t(1))], start, exists),
+            [(id, t(1))]
+        );
+        // Newer activity within the minute is held back, then written, newest first.
+        let later = start + Duration::from_secs(30);
+        assert!(take_due(&mut log, &[touched(id, t(30))], later, exists).is_empty());
+        assert!(take_due(&mut log, &[touched(id, t(40))], later, exists).is_empty());
+        let due = start + ACTIVITY_EVERY;
+        assert_eq!(take_due(&mut log, &[], due, exists), [(id, t(40))]);
+        assert!(take_due(&mut log, &[], due + ACTIVITY_EVERY, exists).is_empty());
+        // A session gone from the cluster is forgotten.
+        take_due(&mut log, &[], due, |_| false);
+        assert!(log.is_empty());
     }
 }
