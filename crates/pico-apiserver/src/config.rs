@@ -119,8 +119,8 @@ pub struct Config {
     #[arg(long, env = "PICO_SESSION_PIDS", default_value_t = 1024)]
     pub session_pids: u64,
 
-    /// CPUs of one local sandbox, all its processes together (cgroup CPU quota; e.g. 0.5, 2;
-    /// 0 = no limit).
+    /// CPUs of one sandbox, all its processes together (e.g. 0.5, 2, 500m; 0 = no limit):
+    /// the cgroup CPU quota of a local sandbox, the CPU limit of a Kubernetes sandbox pod.
     #[arg(long, env = "PICO_SESSION_CPUS", default_value = "1")]
     pub session_cpus: String,
 
@@ -155,11 +155,6 @@ pub struct Config {
     /// own USER, for images that must start as root (such pods fail Pod Security "restricted").
     #[arg(long, env = "PICO_SANDBOX_UID", default_value_t = 1000)]
     pub sandbox_uid: u32,
-
-    /// CPU limit of one Kubernetes sandbox pod, in Kubernetes notation (e.g. 2, 500m);
-    /// empty = none. Memory comes from `--session-memory`.
-    #[arg(long, env = "PICO_SESSION_CPU", default_value = "2")]
-    pub session_cpu: String,
 
     /// How sandboxes get their SSH server: `inject` the static pico-agent (any image works)
     /// or `image` (the image runs its own sshd; public key in env SSH_PUBLIC_KEY).

@@ -157,7 +157,7 @@ impl From<RuntimeError> for ApiError {
             None => (ErrorCode::InternalError, "internal error"),
         };
         let message = match &err {
-            RuntimeError::SandboxFailed(why) => format!("{what}: {why}"),
+            RuntimeError::SandboxFailed { why, .. } => format!("{what}: {why}"),
             _ => format!("{what} (the server log has the details under requestId {request_id})"),
         };
         Self {

@@ -221,7 +221,12 @@ async fn kubernetes(config: &Config, watches: CancellationToken) -> Result<Backe
                 uid: config.sandbox_uid,
                 memory: runtime::cgroup::parse_size(&config.session_memory)
                     .map_err(StartError::Config)?,
-                cpu: (!config.session_cpu.is_empty()).then(|| config.session_cpu.clone()),
+                cpu: match runtime::cgroup::parse_cpus(&config.session_cpus)
+                    .map_err(StartError::Config)?
+                {
+                    0 => None,
+                    millis => Some(format!("{millis}m")),
+                },
             },
             server_authorized_keys: Vec::new(),
         },

@@ -61,7 +61,7 @@ fn kube_agent_image_runs_as_loaded_without_a_registry() {
 #[test]
 fn kube_sandbox_pods_are_hardened_and_admitted_as_restricted() {
     let cluster = Cluster::start();
-    let server = cluster.server(&["--session-memory", "512M", "--session-cpu", "500m"]);
+    let server = cluster.server(&["--session-memory", "512M", "--session-cpus", "500m"]);
     let session = server.create(None, "");
     let pod = pod_of(&cluster, &session);
     let spec = &pod["spec"];

@@ -188,10 +188,16 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Parses a CPU count like `1`, `0.5` or `2` into thousandths of a CPU (`0` = no limit).
 pub fn parse_cpus(text: &str) -> Result<u64, String> {
-    let cpus: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of CPUs like 1, 0.5 or 2"))?;
+    let trimmed = text.trim();
+    // Kubernetes notation too (`500m`), so one flag serves both runtimes.
+    let (number, scale) = match trimmed.strip_suffix('m') {
+        Some(millis) => (millis, 1000.0),
+        None => (trimmed, 1.0),
+    };
+    let cpus: f64 = number
+        .parse::<f64>()
+        .map(|n| n / scale)
+        .map_err(|_| format!("{text:?} is not a number of CPUs like 1, 0.5, 2 or 500m"))?;
     if !(0.0..=4096.0).contains(&cpus) {
         return Err(format!("{text:?}: CPUs must lie between 0 and 4096"));
     }
@@ -243,6 +249,8 @@ mod tests {
         assert_eq!(parse_cpus("1"), Ok(1000));
         assert_eq!(parse_cpus("0.5"), Ok(500));
         assert_eq!(parse_cpus("0"), Ok(0));
+        assert_eq!(parse_cpus("500m"), Ok(500));
+        assert_eq!(parse_cpus("2000m"), Ok(2000));
         assert!(
             parse_cpus("-1").is_err() && parse_cpus("x").is_err() && parse_cpus("0.001").is_err()
         );

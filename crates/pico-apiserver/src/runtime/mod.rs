@@ -61,9 +61,10 @@ pub enum RuntimeError {
     #[error("runtime unavailable: {0}")]
     Unavailable(String),
     /// The sandbox itself failed for a reason that is about what the client asked for (its
-    /// image cannot be pulled, its pod crashes); the only message a client sees in full.
-    #[error("sandbox could not be created: {0}")]
-    SandboxFailed(String),
+    /// image cannot be pulled, its pod crashes, the controller refused it); the only message
+    /// a client sees in full, so it never names host paths.
+    #[error("{kind}: {why}")]
+    SandboxFailed { kind: FailureKind, why: String },
     /// A failure with the error that caused it (an API call, a system call).
     #[error("{kind}: {context}")]
     Failed {
@@ -90,7 +91,8 @@ impl RuntimeError {
     /// `None` for the server's own failures (I/O, store), which are internal errors.
     pub fn kind(&self) -> Option<FailureKind> {
         match self {
-            Self::Create(_) | Self::SandboxFailed(_) => Some(FailureKind::Create),
+            Self::Create(_) => Some(FailureKind::Create),
+            Self::SandboxFailed { kind, .. } => Some(*kind),
             Self::Timeout(_) => Some(FailureKind::Timeout),
             Self::Delete(_) => Some(FailureKind::Delete),
             Self::Unreachable(_) => Some(FailureKind::Unreachable),

@@ -27,7 +27,7 @@ impl Default for Hardening {
     }
 }
 
-/// What a sandbox asks the scheduler for; the limits (`--session-cpu`, `--session-memory`)
+/// What a sandbox asks the scheduler for; the limits (`--session-cpus`, `--session-memory`)
 /// cap bursts. Requests at the limits would let a small node hold only a few sandboxes.
 const CPU_REQUEST: &str = "100m";
 const MEMORY_REQUEST: u64 = 256 << 20;

@@ -333,12 +333,19 @@ impl Runtime for KubernetesRuntime {
                     Ok(result) => result,
                     Err(_) => {
                         let last = trouble.lock().unwrap_or_else(|e| e.into_inner()).take();
-                        Err(RuntimeError::Timeout(format!(
-                            "Sandbox {name} was not ready within {}s{}",
-                            self.create_timeout.as_secs(),
-                            last.map(|t| format!("; last problem: {t}"))
-                                .unwrap_or_default()
-                        )))
+                        let waited = format!(
+                            "Sandbox {name} was not ready within {}s",
+                            self.create_timeout.as_secs()
+                        );
+                        // What the pod last reported (e.g. ErrImagePull) is about the
+                        // client's request, so the client sees it.
+                        Err(match last {
+                            Some(t) => RuntimeError::SandboxFailed {
+                                kind: FailureKind::Timeout,
+                                why: format!("{waited}; last problem: {t}"),
+                            },
+                            None => RuntimeError::Timeout(waited),
+                        })
                     }
                 }
             }

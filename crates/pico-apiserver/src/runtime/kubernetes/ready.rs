@@ -124,19 +124,20 @@ pub async fn wait_ready(
                     // The controller says only "Pod failed"; the pod says why.
                     let pod = super::api::call(pods.get_opt(name)).await.ok().flatten();
                     let detail = pod.as_ref().and_then(pod_problem).map(|p| format!(" ({p})"));
-                    Err(RuntimeError::Create(format!(
-                        "Sandbox {name}: {why}{}",
-                        detail.unwrap_or_default()
-                    )))
+                    Err(RuntimeError::SandboxFailed {
+                        kind: FailureKind::Create,
+                        why: format!("Sandbox {name}: {why}{}", detail.unwrap_or_default()),
+                    })
                 }
             },
             Ok(None) => Err(RuntimeError::Create(format!("Sandbox {name} was deleted while starting"))),
             Err(e) => Err(RuntimeError::caused(FailureKind::Create, format!("watching Sandbox {name}"), e)),
         },
         outcome = broken => match outcome {
-            Ok(Some(pod)) => Err(RuntimeError::SandboxFailed(
-                pod_problem(&pod).unwrap_or_else(|| "sandbox pod failed".into()),
-            )),
+            Ok(Some(pod)) => Err(RuntimeError::SandboxFailed {
+                kind: FailureKind::Create,
+                why: pod_problem(&pod).unwrap_or_else(|| "sandbox pod failed".into()),
+            }),
             Ok(None) => Err(RuntimeError::Create(format!("pod {name} vanished while starting"))),
             Err(e) => Err(RuntimeError::caused(FailureKind::Create, format!("watching pod {name}"), e)),
         },
