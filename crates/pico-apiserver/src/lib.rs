@@ -1,6 +1,7 @@
 //! pico-apiserver: REST API, auth, session service, CONNECT tunnel, TTL reaper and the
 //! sandbox runtimes. `run` starts all of it on a listener the caller bound.
 
+pub mod agent_client;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -76,6 +77,9 @@ pub async fn run(
         RuntimeKind::Kubernetes => kubernetes(&config, watches.clone()).await?,
         _ => local(&config)?,
     };
+    let agents = Arc::new(agent_client::AgentPool::new(client_key(&config)?));
+    let max_upload_size =
+        runtime::cgroup::parse_size(&config.max_upload_size).map_err(anyhow::Error::msg)?;
     let tunnels_root = CancellationToken::new();
     let service = Arc::new(SessionService::new(
         records,
@@ -87,6 +91,7 @@ pub async fn run(
             create_timeout: config.create_timeout(),
             max_tunnels_per_session: config.max_tunnels_per_session,
             max_tunnels_per_user: config.max_tunnels_per_user,
+            server_public_key: Some(agents.public_key().to_owned()),
         },
         tunnels_root.clone(),
         Arc::default(),
@@ -105,6 +110,8 @@ pub async fn run(
         service,
         auth: Arc::new(auth),
         create_limit: Arc::new(ratelimit::RateLimiter::new(config.create_rate)),
+        agents,
+        max_upload_size,
     };
     on_ready();
     server::serve(
@@ -168,6 +175,24 @@ async fn kubernetes(config: &Config, watches: CancellationToken) -> anyhow::Resu
         .await
         .context("cannot start the kubernetes runtime")?;
     Ok((runtime.clone(), runtime))
+}
+
+/// The key the server logs in to agents with: kept in a file so that it outlives restarts;
+/// without a writable place (a read-only pod), one for this process only.
+fn client_key(config: &Config) -> anyhow::Result<agent_client::ClientKey> {
+    let path = match &config.agent_client_key {
+        Some(path) => {
+            return agent_client::ClientKey::load_or_create(path).map_err(anyhow::Error::msg);
+        }
+        None => config.state_dir().join("agent-client-key"),
+    };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    agent_client::ClientKey::load_or_create(&path).or_else(|why| {
+        tracing::warn!(reason = %why, "no place to keep the agent client key; using one for this process only");
+        agent_client::ClientKey::ephemeral().map_err(anyhow::Error::msg)
+    })
 }
 
 fn agent_binary(config: &Config) -> anyhow::Result<PathBuf> {

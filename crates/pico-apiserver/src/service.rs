@@ -32,6 +32,8 @@ pub struct Settings {
     pub create_timeout: Duration,
     pub max_tunnels_per_session: u32,
     pub max_tunnels_per_user: u32,
+    /// Public key of the server's agent connections (exec and files over HTTP).
+    pub server_public_key: Option<String>,
 }
 
 /// A session the server knows, with its in-memory activity counters.
@@ -242,6 +244,7 @@ impl SessionService {
             let spec = SandboxSpec {
                 record: &record,
                 host_private_key: &host_private,
+                server_public_key: service.settings.server_public_key.as_deref(),
             };
             let result =
                 tokio::time::timeout(service.settings.create_timeout, service.runtime.create(spec))
@@ -388,6 +391,20 @@ impl SessionService {
             _slot: slot,
         });
         Ok((live, stream))
+    }
+
+    /// A running session of the caller, for exec and file calls; the call counts as activity.
+    pub fn ready_session(&self, caller: &Caller, id: Uuid) -> Result<Arc<LiveSession>, ApiError> {
+        let live = self.visible(caller, id)?;
+        let status = live.lock().status;
+        if status != SessionStatus::Running {
+            return Err(ApiError::new(
+                ErrorCode::SessionNotReady,
+                format!("session is {}", status_name(status)),
+            ));
+        }
+        live.bytes_relayed.fetch_add(1, Ordering::Relaxed);
+        Ok(live)
     }
 
     /// One reaper pass: expiry, idleness, activity flush, and retries of failed deletes.

@@ -216,13 +216,11 @@ impl KubernetesRuntime {
             .await
             .map_err(|e| RuntimeError::Create(format!("creating the Sandbox: {e}")))?;
         let uid = made.metadata.uid.unwrap_or_default();
-        let secret: Secret = serde_json::from_value(manifest::secret(
-            record,
-            spec.host_private_key,
-            &self.version,
-            &uid,
-        ))
-        .map_err(|e| RuntimeError::Create(format!("Secret manifest: {e}")))?;
+        let mut secret = manifest::secret(record, spec.host_private_key, &self.version, &uid);
+        // The server's own key rides along (exec and files over HTTP).
+        secret["stringData"]["authorized_keys"] = spec.authorized_keys().into();
+        let secret: Secret = serde_json::from_value(secret)
+            .map_err(|e| RuntimeError::Create(format!("Secret manifest: {e}")))?;
         call(self.secrets.create(&PostParams::default(), &secret))
             .await
             .map_err(|e| RuntimeError::Create(format!("creating the Secret: {e}")))?;
