@@ -14,8 +14,8 @@ pub const MAX_EXEC_TIMEOUT: u64 = 300;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandRequest {
-    /// Run by `/bin/sh -c` inside the sandbox, as the sandbox user.
-    #[schema(min_length = 1)]
+    /// Run by `/bin/sh -c` inside the sandbox, as the sandbox user (not blank, no NUL).
+    #[schema(min_length = 1, pattern = "^[^\\u0000]*\\S[^\\u0000]*$")]
     pub command: String,
     /// Seconds until the command's whole process group is killed (1..=300, default 60).
     #[schema(minimum = 1, maximum = 300)]
@@ -26,14 +26,32 @@ pub struct CommandRequest {
     )]
     pub timeout: Option<u64>,
     /// Variables added to the command's environment.
+    #[schema(schema_with = env_schema)]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Working directory (relative to the home directory unless absolute); default: home.
+    #[schema(min_length = 1, pattern = "^[^\\u0000]+$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
     /// Written to the command's standard input, which is then closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
+}
+
+/// `env`: shell variable names to strings without NUL.
+fn env_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let string = |pattern: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some("Variables added to the command's environment."))
+        .property_names(Some(string("^[A-Za-z_][A-Za-z0-9_]*$")))
+        .additional_properties(Some(string("^[^\\u0000]*$")))
+        .build()
 }
 
 /// Interpreters of `POST …/code`.
@@ -74,7 +92,8 @@ pub struct CodeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Language>)]
     pub language: Option<String>,
-    #[schema(min_length = 1)]
+    /// The program (not blank).
+    #[schema(min_length = 1, pattern = "\\S")]
     pub code: String,
     /// Seconds until the interpreter's whole process group is killed (1..=300, default 60).
     #[schema(minimum = 1, maximum = 300)]

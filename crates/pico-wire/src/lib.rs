@@ -166,6 +166,7 @@ pub enum ErrorCode {
     FileNotFound,
     FileExists,
     DirectoryNotEmpty,
+    PathConflict,
     RangeNotSatisfiable,
 }
 
@@ -184,7 +185,7 @@ impl ErrorCode {
             Self::Forbidden => 403,
             Self::NotFound | Self::SessionNotFound | Self::FileNotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::FileExists | Self::DirectoryNotEmpty => 409,
+            Self::FileExists | Self::DirectoryNotEmpty | Self::PathConflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::RangeNotSatisfiable => 416,
@@ -224,6 +225,7 @@ impl ErrorCode {
             Self::FileNotFound => "FILE_NOT_FOUND",
             Self::FileExists => "FILE_EXISTS",
             Self::DirectoryNotEmpty => "DIRECTORY_NOT_EMPTY",
+            Self::PathConflict => "PATH_CONFLICT",
             Self::RangeNotSatisfiable => "RANGE_NOT_SATISFIABLE",
         }
     }

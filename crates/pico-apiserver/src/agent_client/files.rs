@@ -26,6 +26,9 @@ pub enum FileError {
     Denied(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The sandbox refused the operation (a name too long, not a directory, …).
+    #[error("{0}")]
+    Refused(String),
     #[error("the upload body failed: {0}")]
     Body(String),
     #[error("SFTP: {0}")]
@@ -125,7 +128,7 @@ impl Sftp {
             SftpError::Status(status) => match status.status_code {
                 StatusCode::NoSuchFile => FileError::NotFound(path.to_owned()),
                 StatusCode::PermissionDenied => FileError::Denied(path.to_owned()),
-                _ => FileError::Sftp(format!("{path}: {}", status.error_message)),
+                _ => FileError::Refused(format!("{path}: {}", status.error_message)),
             },
             other => {
                 self.broken.store(true, Ordering::Relaxed);
@@ -244,14 +247,11 @@ impl Sftp {
         if !overwrite && self.exists(path).await? {
             return Err(FileError::Exists(path.to_owned()));
         }
+        // Beside the target (a rename never crosses file systems), whatever its name's length.
+        let unique = uuid::Uuid::new_v4().simple();
         let temp = match parent(path) {
-            Some(dir) => format!(
-                "{}/.{}.pico-upload-{}",
-                dir.trim_end_matches('/'),
-                base_name(path),
-                uuid::Uuid::new_v4().simple()
-            ),
-            None => format!(".{}.pico-upload-{}", path, uuid::Uuid::new_v4().simple()),
+            Some(dir) => format!("{}/.pico-upload-{unique}", dir.trim_end_matches('/')),
+            None => format!(".pico-upload-{unique}"),
         };
         let file = self
             .session
@@ -378,7 +378,7 @@ impl Sftp {
         match self.session.remove_dir(path).await {
             Ok(()) => Ok(()),
             Err(e) => match self.error(path, e) {
-                FileError::Sftp(_) => Err(FileError::NotEmpty(path.to_owned())),
+                FileError::Refused(_) => Err(FileError::NotEmpty(path.to_owned())),
                 other => Err(other),
             },
         }

@@ -20,9 +20,16 @@ use crate::error::ApiError;
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct FileQuery {
-    /// Relative to the sandbox user's home unless absolute.
+    /// Relative to the sandbox user's home unless absolute (no NUL).
+    #[param(
+        required = true,
+        min_length = 1,
+        max_length = 4096,
+        pattern = "^(?:[^/\\u0000]{0,255}/)*[^/\\u0000]{0,255}$"
+    )]
     path: Option<String>,
-    /// The original API's name for `path`.
+    /// The original API's name for `path` (accepted, not advertised).
+    #[param(ignore)]
     file_path: Option<String>,
     /// Upload: replace an existing file (default false).
     overwrite: Option<bool>,
@@ -51,9 +58,18 @@ impl FileQuery {
                 "path must not contain NUL bytes",
             ));
         }
+        if path.split('/').any(|name| name.len() > NAME_MAX) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPath,
+                format!("a path component must be at most {NAME_MAX} bytes"),
+            ));
+        }
         Ok(path)
     }
 }
+
+/// Longest file name Linux file systems take.
+const NAME_MAX: usize = 255;
 
 type FileQueryResult = Result<Query<FileQuery>, axum::extract::rejection::QueryRejection>;
 
@@ -74,6 +90,8 @@ fn file_error(err: FileError) -> ApiError {
         FileError::Exists(_) => ErrorCode::FileExists,
         FileError::NotEmpty(_) => ErrorCode::DirectoryNotEmpty,
         FileError::Denied(_) => ErrorCode::Forbidden,
+        // The path is well-formed but what is there does not allow it (not a directory, …).
+        FileError::Refused(_) => ErrorCode::PathConflict,
         FileError::TooLarge(_) => ErrorCode::PayloadTooLarge,
         FileError::Body(_) => ErrorCode::InvalidRequest,
         FileError::Sftp(_) => ErrorCode::SandboxUnreachable,
@@ -98,14 +116,15 @@ async fn sftp(
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/files", tag = "files",
     params(("id" = uuid::Uuid, Path, description = "Session id"), FileQuery),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream",
-        description = "The file's bytes, streamed"),
+    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream",
+        description = "The file's bytes, streamed (empty for an empty file)"),
     responses(
         (status = 201, description = "Written (parent directories made)", body = FileInfo),
         (status = 400, description = "INVALID_PATH or INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the sandbox user may not do this", body = ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
-        (status = 409, description = "FILE_EXISTS (overwrite=false)", body = ErrorBody),
+        (status = 409, description = "FILE_EXISTS (overwrite=false) or PATH_CONFLICT", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE: over --max-upload-size; nothing is left behind", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
         (status = 502, description = "SANDBOX_UNREACHABLE", body = ErrorBody),
@@ -176,12 +195,15 @@ fn too_large(max: u64) -> ApiError {
     params(("id" = uuid::Uuid, Path, description = "Session id"), FileQuery,
         ("Range" = Option<String>, Header, description = "One byte range, e.g. bytes=0-1023")),
     responses(
-        (status = 200, description = "The file's bytes (application/octet-stream), or for a \
-            directory its listing", body = DirectoryListing),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream"),
+        (status = 200, description = "The file's bytes, or for a directory its listing",
+            content((Vec<u8> = "application/octet-stream"), (DirectoryListing = "application/json"))),
+        (status = 206, description = "The requested range", body = Vec<u8>,
+            content_type = "application/octet-stream"),
         (status = 400, description = "INVALID_PATH or INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the sandbox user may not do this", body = ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND or FILE_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "PATH_CONFLICT (e.g. a parent is a file)", body = ErrorBody),
         (status = 416, description = "RANGE_NOT_SATISFIABLE", body = ErrorBody),
         (status = 502, description = "SANDBOX_UNREACHABLE", body = ErrorBody),
         (status = 503, description = "SESSION_NOT_READY", body = ErrorBody)),
@@ -278,8 +300,9 @@ fn content_disposition(name: &str) -> String {
         (status = 200, description = "Deleted", body = MessageResponse),
         (status = 400, description = "INVALID_PATH or INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the sandbox user may not do this", body = ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND or FILE_NOT_FOUND", body = ErrorBody),
-        (status = 409, description = "DIRECTORY_NOT_EMPTY (without recursive=true)", body = ErrorBody),
+        (status = 409, description = "DIRECTORY_NOT_EMPTY (without recursive=true) or PATH_CONFLICT", body = ErrorBody),
         (status = 502, description = "SANDBOX_UNREACHABLE", body = ErrorBody),
         (status = 503, description = "SESSION_NOT_READY", body = ErrorBody)),
     security(("bearer" = [])))]
