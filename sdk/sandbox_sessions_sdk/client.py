@@ -18,6 +18,7 @@ from .exceptions import (
     SandboxOperationError,
     error_from_response,
 )
+from .exec import ExecMixin
 from .keystore import KeyStore, generate_ed25519_keypair
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -197,7 +198,7 @@ def _env_default(value: Optional[str], *names: str) -> Optional[str]:
     return value
 
 
-class SessionsClient:
+class SessionsClient(ExecMixin):
     """Client of pico's REST API (``/v1/sessions``).
 
     Example::
