@@ -56,7 +56,7 @@ impl AgentConn {
     }
 }
 
-/// Waits for `future` but fires the kill once the deadline passes meanwhile.
+/// The command's deadline, and whether its kill has been sent.
 struct Deadline {
     at: tokio::time::Instant,
     fired: bool,
