@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs pico's server benchmarks on release builds; results go to stdout.
-# Usage: bench/run.sh [tunnel|latency|creates|idle-tunnels|load|all]
+# Usage: bench/run.sh [tunnel|latency|creates|idle-tunnels|load|exec|files|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bins -q
@@ -12,6 +12,8 @@ case "$what" in
   creates) run creates ;;
   idle-tunnels) run idle-tunnels ;;
   load) run load ;;
-  all) run tunnel; run latency; run creates; run idle-tunnels; run load ;;
-  *) echo "usage: $0 [tunnel|latency|creates|idle-tunnels|load|all]" >&2; exit 2 ;;
+  exec) run exec ;;
+  files) run files ;;
+  all) run tunnel; run latency; run creates; run idle-tunnels; run load; run exec; run files ;;
+  *) echo "usage: $0 [tunnel|latency|creates|idle-tunnels|load|exec|files|all]" >&2; exit 2 ;;
 esac

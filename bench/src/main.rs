@@ -5,9 +5,12 @@
 //!   handshake, `exec true`), p50/p99.
 //! - `idle-tunnels`: server memory with N idle open tunnels, per tunnel.
 //! - `creates`: N creates sent at once, p50/p99 of each one's time to its answer.
+//! - `exec`, `files`: commands and files over HTTP vs SSH, `ssh` and `sftp`.
 
 mod client;
 mod creates;
+mod exec;
+mod http;
 mod kube;
 mod load;
 mod server;
@@ -62,6 +65,20 @@ enum What {
         #[arg(long, default_value_t = 1000)]
         tunnels: usize,
     },
+    /// `POST /commands` latency and rate vs a fresh SSH connection and OpenSSH `ssh`.
+    Exec {
+        #[arg(long, default_value_t = 1000)]
+        calls: usize,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+    },
+    /// Upload and download over HTTP vs OpenSSH `sftp` through the tunnel.
+    Files {
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
+    },
     /// Concurrent tunnels echoing data with checks, with creates and deletes racing them;
     /// fails if anything is corrupted, dropped or leaked.
     Load {
@@ -113,6 +130,8 @@ fn main() -> anyhow::Result<()> {
             What::Tunnel { mib, rounds } => tunnel(&server, mib, rounds).await,
             What::Latency { sessions } => latency(&server, sessions).await,
             What::IdleTunnels { tunnels } => idle_tunnels(&server, tunnels).await,
+            What::Exec { calls, clients } => exec::exec(&server, calls, clients).await,
+            What::Files { mib, rounds } => exec::files(&server, mib, rounds).await,
             What::Load { .. } | What::KubeLatency { .. } | What::Creates { .. } => Ok(()),
         }
     })

@@ -108,6 +108,16 @@ impl Server {
         Ok((status, body.to_owned()))
     }
 
+    /// The server's `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The client key every benchmark session trusts.
+    pub fn key(&self) -> &Arc<PrivateKey> {
+        &self.key
+    }
+
     pub async fn create_session(&self) -> anyhow::Result<SessionInfo> {
         let public = self.key.public_key().to_openssh()?;
         let body = serde_json::json!({ "sshPublicKey": public }).to_string();

@@ -19,6 +19,7 @@ from .exceptions import (
     SandboxOperationError,
     error_from_response,
 )
+from .exec import ExecMixin
 from .keystore import KeyStoreArg, generate_ed25519_keypair, resolve_key_store
 from .settings import resolve_api_url, resolve_token
 
@@ -204,7 +205,7 @@ def split_api_url(api_url: str) -> Tuple[str, str, str]:
     return parts.scheme, netloc, path
 
 
-class SessionsClient:
+class SessionsClient(ExecMixin):
     """Client of pico's REST API (``/v1/sessions``).
 
     Example::

@@ -222,6 +222,15 @@ pub struct Config {
     /// `ps` output, where `--jwt-secret` would show it.
     #[arg(long, env = "PICO_JWT_SECRET_FILE", global = true)]
     pub jwt_secret_file: Option<PathBuf>,
+    /// Largest file `POST …/files` accepts (e.g. 512M, 10G; 0 = no limit).
+    #[arg(long, env = "PICO_MAX_UPLOAD_SIZE", default_value = "10G")]
+    pub max_upload_size: String,
+
+    /// Private key (OpenSSH) the server logs in to sandboxes with for exec and files over
+    /// HTTP; made on first start when missing (default: `<state-dir>/agent-client-key`).
+    /// Replicas of one deployment must share it (mount it from a Secret).
+    #[arg(long, env = "PICO_AGENT_CLIENT_KEY")]
+    pub agent_client_key: Option<PathBuf>,
 
     /// How often the reaper looks for expired and idle sessions, in seconds.
     #[arg(long, env = "PICO_REAP_INTERVAL", default_value_t = 5)]

@@ -2,6 +2,7 @@
 //! sandbox runtimes. `run` starts all of it on a listener the caller bound.
 
 mod activity;
+pub mod agent_client;
 pub mod api;
 pub mod auth;
 pub mod body_timeout;
@@ -89,10 +90,15 @@ pub async fn run(
         _ => None,
     };
     let watches = shutdown.child_token();
+    let agents = Arc::new(agent_client::AgentPool::new(client_key(&config)?));
     let (records, runtime) = match config.effective_runtime() {
-        RuntimeKind::Kubernetes => kubernetes(&config, watches.clone()).await?,
+        RuntimeKind::Kubernetes => {
+            kubernetes(&config, agents.public_key(), watches.clone()).await?
+        }
         _ => local(&config)?,
     };
+    let max_upload_size =
+        runtime::cgroup::parse_size(&config.max_upload_size).map_err(StartError::Config)?;
     let tunnels_root = CancellationToken::new();
     let service = Arc::new(SessionService::new(
         records,
@@ -104,6 +110,7 @@ pub async fn run(
             create_timeout: config.create_timeout(),
             max_tunnels_per_session: config.max_tunnels_per_session,
             max_tunnels_per_user: config.max_tunnels_per_user,
+            server_public_key: Some(agents.public_key().to_owned()),
         },
         tunnels_root.clone(),
         Arc::default(),
@@ -135,6 +142,8 @@ pub async fn run(
         service,
         auth: Arc::new(auth),
         create_limit: Arc::new(ratelimit::RateLimiter::new(config.create_rate)),
+        agents,
+        max_upload_size,
     };
     on_ready();
     server::serve(
@@ -199,7 +208,13 @@ fn local(config: &Config) -> Result<Backend, StartError> {
 }
 
 /// The cluster is both the runtime and the record store.
-async fn kubernetes(config: &Config, watches: CancellationToken) -> Result<Backend, StartError> {
+/// `server_key`: the server's own public key, which every sandbox's agent trusts (exec and
+/// files over HTTP); the Kubernetes runtime writes it into each session's Secret.
+async fn kubernetes(
+    config: &Config,
+    server_key: &str,
+    watches: CancellationToken,
+) -> Result<Backend, StartError> {
     let settings = KubeSettings {
         kubeconfig: (!config.kubeconfig.is_empty()).then(|| PathBuf::from(&config.kubeconfig)),
         namespace: config.namespace.clone(),
@@ -228,7 +243,7 @@ async fn kubernetes(config: &Config, watches: CancellationToken) -> Result<Backe
                     millis => Some(format!("{millis}m")),
                 },
             },
-            server_authorized_keys: Vec::new(),
+            server_authorized_keys: vec![server_key.to_owned()],
         },
         create_timeout: config.create_timeout(),
         ready_grace: Duration::from_secs(config.ready_grace),
@@ -240,6 +255,24 @@ async fn kubernetes(config: &Config, watches: CancellationToken) -> Result<Backe
             source,
         })?;
     Ok((runtime.clone(), runtime))
+}
+
+/// The key the server logs in to agents with: kept in a file so that it outlives restarts;
+/// without a writable place (a read-only pod), one for this process only.
+fn client_key(config: &Config) -> Result<agent_client::ClientKey, StartError> {
+    let path = match &config.agent_client_key {
+        Some(path) => {
+            return agent_client::ClientKey::load_or_create(path).map_err(StartError::Config);
+        }
+        None => config.state_dir().join("agent-client-key"),
+    };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    agent_client::ClientKey::load_or_create(&path).or_else(|why| {
+        tracing::warn!(reason = %why, "no place to keep the agent client key; using one for this process only");
+        agent_client::ClientKey::ephemeral().map_err(StartError::Config)
+    })
 }
 
 fn agent_binary(config: &Config) -> Result<PathBuf, StartError> {

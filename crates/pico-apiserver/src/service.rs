@@ -35,6 +35,8 @@ pub struct Settings {
     pub create_timeout: Duration,
     pub max_tunnels_per_session: u32,
     pub max_tunnels_per_user: u32,
+    /// Public key of the server's agent connections (exec and files over HTTP).
+    pub server_public_key: Option<String>,
 }
 
 /// A session the server knows, with its in-memory activity counters.
@@ -251,6 +253,7 @@ impl SessionService {
             let spec = SandboxSpec {
                 record: &record,
                 host_private_key: &host_private,
+                server_public_key: service.settings.server_public_key.as_deref(),
             };
             // The runtime owns the create timeout: it knows what it was waiting for and says
             // so in its error (in the server log).
@@ -374,6 +377,17 @@ impl SessionService {
         caller: &Caller,
         id: Uuid,
     ) -> Result<(Arc<LiveSession>, TunnelStream), ApiError> {
+        // Opening a tunnel is activity even before a byte moves.
+        let live = self.ready_session(caller, id)?;
+        let owner = live.lock().owner.clone();
+        let slot = self.tunnel_limits.acquire(&live.tunnels, &owner)?;
+        let stream = self.runtime.connect(id).await?;
+        let stream = TunnelStream::new(stream, slot, live.clone(), self.metrics.clone());
+        Ok((live, stream))
+    }
+
+    /// A running session of the caller, for exec and file calls; the call counts as activity.
+    pub fn ready_session(&self, caller: &Caller, id: Uuid) -> Result<Arc<LiveSession>, ApiError> {
         let live = self.visible(caller, id)?;
         let status = live.lock().status;
         if status != SessionStatus::Running {
@@ -382,13 +396,8 @@ impl SessionService {
                 format!("session is {}", status_name(status)),
             ));
         }
-        let owner = live.lock().owner.clone();
-        let slot = self.tunnel_limits.acquire(&live.tunnels, &owner)?;
-        let stream = self.runtime.connect(id).await?;
-        // Opening a tunnel is activity even before a byte moves.
         live.bytes_relayed.fetch_add(1, Ordering::Relaxed);
-        let stream = TunnelStream::new(stream, slot, live.clone(), self.metrics.clone());
-        Ok((live, stream))
+        Ok(live)
     }
 
     pub fn count_by_status(&self) -> HashMap<&'static str, u64> {

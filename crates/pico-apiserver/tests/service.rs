@@ -37,6 +37,7 @@ fn fixture(max_sessions_per_user: u32) -> Fixture {
             create_timeout: Duration::from_secs(60),
             max_tunnels_per_session: 0,
             max_tunnels_per_user: 0,
+            server_public_key: None,
         },
         CancellationToken::new(),
         Arc::default(),

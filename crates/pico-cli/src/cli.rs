@@ -99,6 +99,15 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Run a program file in a session with its interpreter (over the HTTP API).
+    Run {
+        id: String,
+        /// python, javascript or bash.
+        #[arg(long, default_value = "python")]
+        lang: String,
+        /// The program; `-` reads it from stdin.
+        file: PathBuf,
+    },
     /// Copy files to or from a session: `pico cp ./a ID:b`, `pico cp ID:b ./a`.
     Cp {
         /// Copy directories recursively.

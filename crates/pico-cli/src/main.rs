@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod config;
 mod cp;
+mod http_exec;
 mod proxy;
 mod ssh;
 mod ssh_config;
@@ -126,24 +127,39 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let pty = tty || (command.is_none() && term::stdin_is_tty());
             return remote(&client, &settings, &id, command.as_deref(), pty).await;
         }
+        // Over the HTTP API: no SSH key needed, whoever made the session.
         Command::Exec { id, command } => {
             let command = ssh::command_line(&command);
-            return remote(&client, &settings, &id, Some(&command), false).await;
+            return http_exec::exec(&client, client.resolve(&id).await?, &command).await;
+        }
+        Command::Run { id, lang, file } => {
+            return http_exec::run_code(&client, client.resolve(&id).await?, &lang, &file).await;
         }
         Command::Cp {
             recursive,
             src,
             dst,
-        } => {
-            copy(
-                &client,
-                &settings,
-                Spec::parse(&src),
-                Spec::parse(&dst),
-                recursive,
-            )
-            .await?
-        }
+        } => match (recursive, Spec::parse(&src), Spec::parse(&dst)) {
+            // Single files over the HTTP API; directories (-r) over SFTP.
+            (false, Spec::Local(local), Spec::Remote { session, path }) => {
+                let id = client.resolve(&session).await?;
+                http_exec::upload(&client, id, &local, &path).await?
+            }
+            (false, Spec::Remote { session, path }, Spec::Local(local)) => {
+                let id = client.resolve(&session).await?;
+                http_exec::download(&client, id, &path, &local).await?
+            }
+            _ => {
+                copy(
+                    &client,
+                    &settings,
+                    Spec::parse(&src),
+                    Spec::parse(&dst),
+                    recursive,
+                )
+                .await?
+            }
+        },
         Command::Proxy { id } => {
             let id = client.resolve(proxy::target(&id)).await?;
             // Pin before the tunnel opens: OpenSSH reads known_hosts only after the banner.

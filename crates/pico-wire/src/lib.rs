@@ -7,8 +7,14 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub mod exec;
 pub mod integer;
 pub mod timestamp;
+
+pub use exec::{
+    CodeRequest, CommandRequest, CommandResult, CommandStatus, DirectoryListing, ExitEvent,
+    FileInfo, FileType, Language, StreamEvent,
+};
 
 /// Default session lifetime in seconds.
 pub const DEFAULT_TTL: u64 = 3600;
@@ -162,24 +168,38 @@ pub enum ErrorCode {
     UriTooLong,
     /// The server's (or the client address's) connection cap is reached.
     TooManyConnections,
+    InvalidTimeout,
+    InvalidLanguage,
+    InvalidPath,
+    FileNotFound,
+    FileExists,
+    DirectoryNotEmpty,
+    PathConflict,
+    RangeNotSatisfiable,
 }
 
 impl ErrorCode {
     /// The HTTP status every response with this code carries; the server's only mapping.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::InvalidRequest | Self::InvalidTtl | Self::InvalidLimit | Self::InvalidSshKey => {
-                400
-            }
+            Self::InvalidRequest
+            | Self::InvalidTtl
+            | Self::InvalidLimit
+            | Self::InvalidSshKey
+            | Self::InvalidTimeout
+            | Self::InvalidLanguage
+            | Self::InvalidPath => 400,
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
-            Self::NotFound | Self::SessionNotFound => 404,
+            Self::NotFound | Self::SessionNotFound | Self::FileNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
             Self::UriTooLong => 414,
             Self::HeadersTooLarge => 431,
+            Self::FileExists | Self::DirectoryNotEmpty | Self::PathConflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
+            Self::RangeNotSatisfiable => 416,
             Self::QuotaExceeded | Self::RateLimited => 429,
             Self::SandboxCreateFailed | Self::SandboxDeleteFailed | Self::InternalError => 500,
             Self::SandboxUnreachable => 502,
@@ -214,6 +234,14 @@ impl ErrorCode {
             Self::HeadersTooLarge => "HEADERS_TOO_LARGE",
             Self::UriTooLong => "URI_TOO_LONG",
             Self::TooManyConnections => "TOO_MANY_CONNECTIONS",
+            Self::InvalidTimeout => "INVALID_TIMEOUT",
+            Self::InvalidLanguage => "INVALID_LANGUAGE",
+            Self::InvalidPath => "INVALID_PATH",
+            Self::FileNotFound => "FILE_NOT_FOUND",
+            Self::FileExists => "FILE_EXISTS",
+            Self::DirectoryNotEmpty => "DIRECTORY_NOT_EMPTY",
+            Self::PathConflict => "PATH_CONFLICT",
+            Self::RangeNotSatisfiable => "RANGE_NOT_SATISFIABLE",
         }
     }
 }
@@ -253,6 +281,9 @@ mod tests {
             (ErrorCode::QuotaExceeded, 429),
             (ErrorCode::SandboxUnreachable, 502),
             (ErrorCode::SessionNotReady, 503),
+            (ErrorCode::InvalidTimeout, 400),
+            (ErrorCode::FileNotFound, 404),
+            (ErrorCode::FileExists, 409),
         ] {
             assert_eq!(code.http_status(), status, "{}", code.as_str());
         }

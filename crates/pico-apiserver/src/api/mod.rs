@@ -1,8 +1,12 @@
 //! The HTTP surface: router, request ids, JSON error bodies on every path, OpenAPI document.
 
 mod body;
+mod exec;
+mod exec_output;
+mod files;
 mod health;
 pub mod openapi;
+mod range;
 mod sessions;
 
 use std::sync::Arc;
@@ -14,9 +18,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::agent_client::AgentPool;
 use crate::auth::{Authenticator, Caller};
 use crate::error::{ApiError, REQUEST_ID};
 use crate::ratelimit::RateLimiter;
@@ -30,6 +35,10 @@ pub struct AppState {
     pub service: Arc<SessionService>,
     pub auth: Arc<Authenticator>,
     pub create_limit: Arc<RateLimiter>,
+    /// The server's connections to sandbox agents (exec and files over HTTP).
+    pub agents: Arc<AgentPool>,
+    /// Largest upload in bytes (0 = no limit).
+    pub max_upload_size: u64,
 }
 
 impl AppState {
@@ -57,6 +66,8 @@ pub fn router(state: AppState) -> Router {
                 .patch(sessions::extend)
                 .delete(sessions::delete),
         )
+        .merge(exec_routes("/v1/sessions"))
+        .merge(exec_routes("/sessions"))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -66,6 +77,20 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Exec and file routes under `prefix` (`/v1/sessions`, and `/sessions` for an `api_url`
+/// without the `/v1`, as the original SDK builds its URLs).
+fn exec_routes(prefix: &str) -> Router<AppState> {
+    Router::new()
+        .route(&format!("{prefix}/{{id}}/commands"), post(exec::commands))
+        .route(&format!("{prefix}/{{id}}/code"), post(exec::code))
+        .route(
+            &format!("{prefix}/{{id}}/files"),
+            get(files::download)
+                .post(files::upload)
+                .delete(files::delete),
+        )
 }
 
 async fn not_found(request: Request) -> ApiError {

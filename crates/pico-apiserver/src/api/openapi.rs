@@ -25,9 +25,16 @@ use utoipa::{Modify, OpenApi};
         super::sessions::get,
         super::sessions::extend,
         super::sessions::delete,
+        super::exec::commands,
+        super::exec::code,
+        super::files::upload,
+        super::files::download,
+        super::files::delete,
     ),
     modifiers(&BearerAuth),
-    tags((name = "sessions", description = "Sandbox sessions"), (name = "health", description = "Probes and metrics"))
+    tags((name = "sessions", description = "Sandbox sessions"), (name = "health", description = "Probes and metrics"),
+        (name = "exec", description = "Commands and code run inside a session's sandbox"),
+        (name = "files", description = "Files inside a session's sandbox"))
 )]
 pub struct ApiDoc;
 

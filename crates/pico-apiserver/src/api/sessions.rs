@@ -14,7 +14,7 @@ use super::body::OptionalJson;
 use crate::auth::Caller;
 use crate::error::ApiError;
 
-fn session_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(super) fn session_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::session_not_found())
 }
 

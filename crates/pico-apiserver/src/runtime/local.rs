@@ -140,11 +140,7 @@ impl LocalRuntime {
     ) -> Result<(), RuntimeError> {
         std::fs::DirBuilder::new().mode(0o700).create(dir)?;
         write_private(&dir.join("host_key"), spec.host_private_key).await?;
-        write_private(
-            &dir.join("authorized_keys"),
-            &format!("{}\n", spec.record.authorized_key),
-        )
-        .await?;
+        write_private(&dir.join("authorized_keys"), &spec.authorized_keys()).await?;
         write_private(&dir.join("username"), &spec.record.username).await?;
         let home = dir.join("home");
         std::fs::DirBuilder::new().mode(0o700).create(&home)?;

@@ -108,6 +108,20 @@ pub struct SandboxSpec<'a> {
     pub record: &'a SessionRecord,
     /// The host key in OpenSSH private-key form; never logged.
     pub host_private_key: &'a str,
+    /// The server's own client key (exec and files over HTTP), trusted besides the user's.
+    pub server_public_key: Option<&'a str>,
+}
+
+impl SandboxSpec<'_> {
+    /// The sandbox's `authorized_keys` file: the user's key, then the server's.
+    pub fn authorized_keys(&self) -> String {
+        let mut keys = format!("{}\n", self.record.authorized_key);
+        if let Some(server) = self.server_public_key {
+            keys.push_str(server);
+            keys.push('\n');
+        }
+        keys
+    }
 }
 
 /// Whether a sandbox that existed before a restart still runs.
