@@ -95,7 +95,7 @@ class ExecMixin:
     if TYPE_CHECKING:  # pragma: no cover
 
         @staticmethod
-        def _id(session: Union[str, "Session"]) -> str: ...
+        def _id(session: Union[str, Session]) -> str: ...
 
     def _call(self, method: str, path: str, *, stream: bool = False, wait: float = 0,
               **kwargs: Any) -> requests.Response:
@@ -119,7 +119,7 @@ class ExecMixin:
 
     def run_command(
         self,
-        session_id: Union[str, "Session"],
+        session_id: Union[str, Session],
         command: str,
         timeout: int = 60,
         env: Optional[Mapping[str, str]] = None,
@@ -142,7 +142,7 @@ class ExecMixin:
 
     def stream_command(
         self,
-        session_id: Union[str, "Session"],
+        session_id: Union[str, Session],
         command: str,
         timeout: int = 60,
         env: Optional[Mapping[str, str]] = None,
@@ -185,7 +185,7 @@ class ExecMixin:
 
     def run_code(
         self,
-        session_id: Union[str, "Session"],
+        session_id: Union[str, Session],
         code: str,
         language: str = "python",
         timeout: int = 60,
@@ -210,8 +210,8 @@ class ExecMixin:
 
     def upload_file(
         self,
-        session_id: Union[str, "Session"],
-        local_path: Union[str, "os.PathLike[str]"],
+        session_id: Union[str, Session],
+        local_path: Union[str, os.PathLike[str]],
         remote_path: str,
         overwrite: bool = True,
     ) -> Dict[str, Any]:
@@ -234,9 +234,9 @@ class ExecMixin:
 
     def download_file(
         self,
-        session_id: Union[str, "Session"],
+        session_id: Union[str, Session],
         remote_path: str,
-        local_path: Union[str, "os.PathLike[str]"],
+        local_path: Union[str, os.PathLike[str]],
     ) -> int:
         """Copy a file out of the sandbox (streamed) and return the number of bytes written.
         The local file is written beside its final name and renamed when complete."""
@@ -261,7 +261,7 @@ class ExecMixin:
                 os.unlink(partial)
         return written
 
-    def list_files(self, session_id: Union[str, "Session"], path: str = ".") -> List[Dict[str, Any]]:
+    def list_files(self, session_id: Union[str, Session], path: str = ".") -> List[Dict[str, Any]]:
         """The entries (FileInfo dicts, sorted by name) of a directory in the sandbox."""
         _check_path(path)
         url = f"/sessions/{self._id(session_id)}/files"
@@ -272,7 +272,7 @@ class ExecMixin:
         entries: List[Dict[str, Any]] = response.json()["entries"]
         return entries
 
-    def delete_file(self, session_id: Union[str, "Session"], path: str, recursive: bool = False) -> None:
+    def delete_file(self, session_id: Union[str, Session], path: str, recursive: bool = False) -> None:
         """Delete a file, or a directory (with ``recursive=True`` when it is not empty)."""
         _check_path(path)
         url = f"/sessions/{self._id(session_id)}/files"
