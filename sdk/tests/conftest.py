@@ -45,13 +45,14 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PicoServer]:
     """A server with auth disabled."""
-    yield from _start(tmp_path_factory, "open", ["--create-rate", "0"])
+    # Shared by the whole run: not held to the machine-sized default per-user quota.
+    yield from _start(tmp_path_factory, "open", ["--create-rate", "0", "--max-sessions-per-user", "0"])
 
 
 @pytest.fixture(scope="session")
 def jwt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PicoServer]:
     """A server that requires HS256 tokens signed with JWT_SECRET."""
-    args = ["--jwt-secret", JWT_SECRET, "--bind", "127.0.0.1", "--create-rate", "0"]
+    args = ["--jwt-secret", JWT_SECRET, "--bind", "127.0.0.1", "--create-rate", "0", "--max-sessions-per-user", "0"]
     yield from _start(tmp_path_factory, "jwt", args)
 
 

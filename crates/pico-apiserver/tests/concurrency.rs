@@ -26,7 +26,15 @@ fn a_stuck_create_does_not_hold_up_twenty_others() {
     );
     let agent = agent.display().to_string();
     // Long enough that the stuck create is still waiting when the others are done.
-    let server = Server::start(&["--agent-binary", &agent, "--create-timeout", "300"]);
+    // 21 sessions of one user: more than the default quota of a small machine.
+    let server = Server::start(&[
+        "--agent-binary",
+        &agent,
+        "--create-timeout",
+        "300",
+        "--max-sessions-per-user",
+        "0",
+    ]);
 
     let (stuck_done, stuck_answer) = mpsc::channel();
     let stuck = server.request("POST", "/v1/sessions");
