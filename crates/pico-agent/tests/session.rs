@@ -27,8 +27,14 @@ fn exec_environment_and_working_directory() {
     let agent = Agent::start();
     let out = agent.exec("echo \"$HOME|$USER|$LOGNAME|$SHELL|$PATH|$SESSION_NAME|$GREETING\"; pwd");
     let home = agent.home.display().to_string();
+    // A user without a passwd entry gets bash where the machine has it, else sh.
+    let shell = if std::path::Path::new("/bin/bash").exists() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    };
     let expected = format!(
-        "{home}|sandbox|sandbox|/bin/sh|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|test-session|hello world\n{home}\n"
+        "{home}|sandbox|sandbox|{shell}|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|test-session|hello world\n{home}\n"
     );
     assert_eq!(text(&out.stdout), expected);
     // LANG and LC_* are accepted env requests; other names are refused (silently, by ssh).
