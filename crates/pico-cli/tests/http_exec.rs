@@ -11,7 +11,7 @@ use common::{Server, User, assert_ran, raw_request, sha256, stderr, stdout};
 fn foreign_session(server: &Server) -> String {
     let (status, session) = raw_request(
         server.addr,
-        "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n",
+        "POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n",
     );
     assert_eq!(status, 200, "{session}");
     session["sessionId"].as_str().expect("id").to_owned()
