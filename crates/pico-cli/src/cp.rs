@@ -225,7 +225,7 @@ fn reason(err: &SftpError) -> String {
 
 /// A download names a directory that must exist: `out/` (a trailing slash) itself, or the
 /// parent of `out/file`. Said plainly instead of the OS's "Is a directory".
-fn check_local_target(local: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_local_target(local: &Path) -> anyhow::Result<()> {
     let text = local.as_os_str().to_string_lossy();
     if text.ends_with('/') && !local.is_dir() {
         bail!("local directory {text} does not exist; create it first (mkdir -p {text})");

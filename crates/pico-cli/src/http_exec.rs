@@ -331,6 +331,7 @@ async fn copy_exact(
 
 /// Copies a file out of the session; written beside `local` and renamed when complete.
 pub async fn download(client: &Client, id: Uuid, remote: &str, local: &Path) -> anyhow::Result<()> {
+    crate::cp::check_local_target(local)?;
     let local = if local.is_dir() {
         let name = remote
             .trim_end_matches('/')
@@ -345,6 +346,13 @@ pub async fn download(client: &Client, id: Uuid, remote: &str, local: &Path) -> 
     let mut conn = request(client, "GET", &path, "", b"", 0).await?;
     let head = read_head(&mut conn).await?;
     let mut body = Body::new(conn, &head);
+    if head.status == 404 {
+        let text = body.into_text().await?;
+        if String::from_utf8_lossy(&text).contains("FILE_NOT_FOUND") {
+            anyhow::bail!("{remote}: no such file or directory in the session");
+        }
+        return Err(api_error(head.status, &text));
+    }
     if !(200..300).contains(&head.status) {
         return Err(api_error(head.status, &body.into_text().await?));
     }
