@@ -100,7 +100,7 @@ fn cp_moves_single_files_both_ways_over_http() {
     let missing = user.run(&["cp", &format!("{id}:nope"), back.to_str().expect("utf-8")]);
     assert_ne!(missing.status.code(), Some(0));
     assert!(
-        stderr(&missing).contains("FILE_NOT_FOUND"),
+        stderr(&missing).contains("nope: no such file or directory in the session"),
         "{}",
         stderr(&missing)
     );
