@@ -107,40 +107,11 @@ fn openssh_works_through_one_never_finished_fragmented_message() {
     let target = SshTarget::new(&server, &session, None);
     let proxy = common::repo_root().join("tests/tools/ws-fragment-proxy.py");
     // `timeout`: a server that holds the message back leaves ssh waiting forever.
-    let output = std::process::Command::new("timeout")
-        .args(["60", "ssh"])
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .arg("-i")
-        .arg(target.dir.path().join("id"))
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            target.dir.path().join("known_hosts").display()
-        ))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "HostKeyAlias=pico-session",
-        ])
-        .args(["-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR"])
-        .arg("-o")
-        .arg(format!(
-            "ProxyCommand=python3 {} {} {}",
-            proxy.display(),
-            server.addr,
-            target.id
-        ))
-        .arg("sandbox@pico-session")
-        .arg("echo through-fragments")
-        .stdin(std::process::Stdio::null())
+    let mut timeout = std::process::Command::new("timeout");
+    timeout.args(["60", "ssh"]);
+    let proxy_command = format!("python3 {} {} {}", proxy.display(), server.addr, target.id);
+    let output = target
+        .ssh_through(timeout, &proxy_command, "echo through-fragments")
         .output()
         .expect("ssh");
     assert_eq!(

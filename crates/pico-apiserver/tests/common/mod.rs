@@ -408,7 +408,19 @@ impl SshTarget {
 
     pub fn ssh_command(&self, command: &str) -> Command {
         let proxy = repo_root().join("tests/tools/connect-proxy.py");
-        let mut cmd = Command::new("ssh");
+        let proxy_command = format!(
+            "python3 {} {} {} {}",
+            proxy.display(),
+            self.url,
+            self.id,
+            self.token.as_deref().unwrap_or("")
+        );
+        self.ssh_through(Command::new("ssh"), &proxy_command, command)
+    }
+
+    /// `ssh` (or `timeout … ssh`) to this session with its key and pinned host key, through
+    /// `proxy_command`.
+    pub fn ssh_through(&self, mut cmd: Command, proxy_command: &str, command: &str) -> Command {
         cmd.args([
             "-F",
             "/dev/null",
@@ -432,13 +444,7 @@ impl SshTarget {
         ])
         .args(["-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR"])
         .arg("-o")
-        .arg(format!(
-            "ProxyCommand=python3 {} {} {} {}",
-            proxy.display(),
-            self.url,
-            self.id,
-            self.token.as_deref().unwrap_or("")
-        ))
+        .arg(format!("ProxyCommand={proxy_command}"))
         .arg("sandbox@pico-session")
         .arg(command)
         .stdin(Stdio::null());
