@@ -5,6 +5,8 @@
 //! so a handler that reads slowly (backpressure) never makes its client look slow.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -55,19 +57,49 @@ pub struct PacedBody<B> {
     waiting: Option<(Instant, Pin<Box<Sleep>>)>,
     waited: Duration,
     received: u64,
+    /// Set once the body has been read to its end (or failed): see [`BodyEnd`].
+    ended: BodyEnd,
 }
 
-impl<B> PacedBody<B> {
+/// Whether a request's body was read to its end. A response sent before that (an early
+/// 409 or 413 on an upload) must close an HTTP/1 connection: a keep-alive client would
+/// otherwise reuse a socket that the server is about to close, and fail its next request.
+#[derive(Debug, Clone, Default)]
+pub struct BodyEnd(Arc<AtomicBool>);
+
+impl BodyEnd {
+    pub fn reached(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn mark(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+impl<B: HttpBody> PacedBody<B> {
     pub fn new(inner: B, pace: BodyPace) -> Self {
+        let ended = BodyEnd::default();
+        if inner.is_end_stream() {
+            ended.mark();
+        }
         Self {
             inner,
             pace,
             waiting: None,
             waited: Duration::ZERO,
             received: 0,
+            ended,
         }
     }
 
+    /// A handle that says whether this body was read to its end.
+    pub fn end(&self) -> BodyEnd {
+        self.ended.clone()
+    }
+}
+
+impl<B> PacedBody<B> {
     fn too_slow(&self) -> bool {
         self.pace.min_rate > 0
             && self.waited >= self.pace.timeout
@@ -92,6 +124,9 @@ where
             Poll::Ready(frame) => {
                 if let Some((since, _)) = this.waiting.take() {
                     this.waited += since.elapsed();
+                }
+                if matches!(frame, None | Some(Err(_))) {
+                    this.ended.mark();
                 }
                 if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
                     && let Some(data) = data

@@ -313,10 +313,21 @@ impl Shared {
             return tunnel::serve(state, self.tasks.clone(), request, Kind::WebSocket).await;
         }
         let pace = self.options.body_pace;
-        let request = request.map(|body| Body::new(PacedBody::new(body, pace)));
-        match self.router.clone().oneshot(request).await {
+        let http1 = request.version() < hyper::Version::HTTP_2;
+        let (parts, body) = request.into_parts();
+        let body = PacedBody::new(body, pace);
+        let end = body.end();
+        let request = hyper::Request::from_parts(parts, Body::new(body));
+        let mut response = match self.router.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
+        };
+        if http1 && !end.reached() {
+            response.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
         }
+        response
     }
 }

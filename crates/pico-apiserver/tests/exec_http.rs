@@ -413,3 +413,60 @@ fn exec_works_again_after_a_server_restart() {
     let out = ok(&restarted, &id, json!({"command": "cat note"}));
     assert_eq!(out["stdout"], "kept\n");
 }
+
+/// Sends one request on a keep-alive connection (only its head if `body` is `None`) and
+/// returns the response head, lower-cased.
+fn keep_alive_head(
+    stream: &mut std::net::TcpStream,
+    path: &str,
+    length: usize,
+    body: Option<&[u8]>,
+) -> String {
+    use std::io::{Read, Write};
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("write head");
+    if let Some(body) = body {
+        stream.write_all(body).expect("write body");
+    }
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).expect("read head");
+        assert_eq!(n, 1, "connection closed before a response head");
+        raw.push(byte[0]);
+    }
+    String::from_utf8_lossy(&raw).to_ascii_lowercase()
+}
+
+#[test]
+fn an_answer_sent_before_the_upload_was_read_closes_the_connection() {
+    // Found by CI: the SDK's next request on its pooled connection failed with "Remote end
+    // closed connection without response" after an early 409 on `overwrite=false`.
+    let server = Server::start(&[]);
+    let id = session(&server);
+    let path = format!("/v1/sessions/{id}/files?path=kept.bin&overwrite=false");
+    let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    // A body that was read to its end keeps the connection open for the next request.
+    let created = keep_alive_head(&mut stream, &path, 5, Some(b"first"));
+    assert!(created.starts_with("http/1.1 201"), "{created}");
+    assert!(!created.contains("connection: close"), "{created}");
+    let mut rest = vec![0u8; created_body_len(&created)];
+    std::io::Read::read_exact(&mut stream, &mut rest).expect("body");
+    // The refusal comes before the (large, never sent) body: the server says it will close.
+    let refused = keep_alive_head(&mut stream, &path, 10_000_000, None);
+    assert!(refused.starts_with("http/1.1 409"), "{refused}");
+    assert!(refused.contains("connection: close"), "{refused}");
+}
+
+fn created_body_len(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length")
+}
