@@ -14,7 +14,7 @@ VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 
 .PHONY: all build release run test test-deps lint lint-python spec bench clean \
-	static image-bins image docker-build kind-load k8s-deploy k8s-logs test-kube
+	static image-bins image image-multiarch docker-build kind-load k8s-deploy k8s-logs test-kube
 
 all: build
 
@@ -85,6 +85,11 @@ image-bins: static
 # The image with Debian's buildah (no Docker engine needed, nothing pulled).
 image: image-bins
 	PICO_IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) scripts/build-image.sh $(IMAGE)
+
+# amd64 + arm64 in one manifest list (OCI archive target/image/pico-multiarch.tar); needs the
+# Rust targets and a cross gcc/binutils, listed in the script.
+image-multiarch:
+	scripts/build-image-multiarch.sh $(IMAGE)
 
 docker-build: image-bins
 	docker build -t $(IMAGE) .

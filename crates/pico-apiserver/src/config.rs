@@ -173,6 +173,13 @@ pub struct Config {
     #[arg(long, env = "PICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Kubernetes runtime: how the tunnel reaches sandbox pods. `direct` dials the pod IP (a
+    /// server in the cluster), `portforward` goes through the API server's `pods/portforward`
+    /// (a server outside it), `auto` dials directly and switches to port-forward for good
+    /// when the pod network proves unreachable.
+    #[arg(long, env = "PICO_KUBE_CONNECT", value_enum, default_value_t = crate::runtime::kubernetes::ConnectMode::Auto)]
+    pub kube_connect: crate::runtime::kubernetes::ConnectMode,
+
     /// Kubernetes runtime: seconds `/readyz` stays 200 after the API server last answered,
     /// so a short API-server blip does not take every replica out of the Service (0 = none).
     #[arg(long, env = "PICO_READY_GRACE", default_value_t = 30)]

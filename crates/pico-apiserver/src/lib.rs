@@ -247,6 +247,7 @@ async fn kubernetes(
         },
         create_timeout: config.create_timeout(),
         ready_grace: Duration::from_secs(config.ready_grace),
+        connect: config.kube_connect,
     };
     let runtime = KubernetesRuntime::start(settings, watches)
         .await

@@ -39,6 +39,11 @@ pub trait Records: Send + Sync + 'static {
 pub trait SharedView: Send + Sync {
     fn get(&self, id: Uuid) -> Option<SessionRecord>;
     fn all(&self) -> Vec<SessionRecord>;
+    /// Whether pending session `id` is a create nobody finished (only that can be abandoned),
+    /// rather than a running session whose sandbox is restarting.
+    fn create_unfinished(&self, _id: Uuid) -> bool {
+        true
+    }
 }
 
 /// The local store; its calls are short redb transactions.

@@ -36,8 +36,9 @@ impl Drop for Creating {
 }
 
 /// The shared record wins, except that this server's later activity and a status it has
-/// moved on (running, terminating) are kept until the store catches up.
-fn merge(live: &LiveSession, seen: SessionRecord) {
+/// moved on (running, terminating) are kept until the store catches up. `restarting`: the
+/// store says a session that was running is pending again (its sandbox is being recreated).
+fn merge(live: &LiveSession, seen: SessionRecord, restarting: bool) {
     let mut record = live.lock();
     let rank = |s: SessionStatus| match s {
         SessionStatus::Pending => 0,
@@ -45,7 +46,7 @@ fn merge(live: &LiveSession, seen: SessionRecord) {
         SessionStatus::Failed => 2,
         SessionStatus::Terminating => 3,
     };
-    let status = if rank(record.status) > rank(seen.status) {
+    let status = if rank(record.status) > rank(seen.status) && !restarting {
         record.status
     } else {
         seen.status
@@ -56,6 +57,10 @@ fn merge(live: &LiveSession, seen: SessionRecord) {
         last_activity_at,
         ..seen
     };
+}
+
+fn restarting(view: &dyn crate::records::SharedView, seen: &SessionRecord) -> bool {
+    seen.status == SessionStatus::Pending && !view.create_unfinished(seen.id)
 }
 
 impl SessionService {
@@ -72,7 +77,10 @@ impl SessionService {
             let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
             for record in seen {
                 match map.get(&record.id) {
-                    Some(live) => merge(live, record),
+                    Some(live) => {
+                        let restarting = restarting(view, &record);
+                        merge(live, record, restarting);
+                    }
                     None => {
                         map.insert(record.id, LiveSession::new(record, &self.tunnels));
                     }
@@ -105,7 +113,8 @@ impl SessionService {
                     .entry(id)
                     .or_insert_with(|| LiveSession::new(record.clone(), &self.tunnels))
                     .clone();
-                merge(&live, record);
+                let restarting = restarting(view, &record);
+                merge(&live, record, restarting);
                 Some(live)
             }
             None if creating => map.get(&id).cloned(),
@@ -121,7 +130,9 @@ impl SessionService {
     /// A pending session of a shared store that no one finished creating: its replica died
     /// mid-create, long enough ago that no create can still be running.
     pub(crate) fn abandoned(&self, record: &SessionRecord, at: OffsetDateTime) -> bool {
-        self.records.shared().is_some()
+        self.records
+            .shared()
+            .is_some_and(|view| view.create_unfinished(record.id))
             && record.status == SessionStatus::Pending
             && !self.creating_set().contains(&record.id)
             && record.created_at + self.settings.create_timeout * 2 + Duration::from_secs(5) <= at

@@ -188,12 +188,14 @@ fn kube_sessions_follow_the_controllers_conditions() {
 }
 
 /// Point 5: a pod deleted under a running session is recreated by the controller; while it
-/// starts (`Ready=False`, not a failure) the session stays `running` but is not dialled,
-/// and then it serves again on the new pod's IP with the same keys.
+/// starts (`Ready=False`, not a failure) the session is `pending` and not dialled (nor taken
+/// for an abandoned create, even when extended meanwhile), and then it is `running` again on
+/// the new pod's IP with the same keys.
 #[test]
 fn kube_recreated_pod_serves_the_session_again() {
     let cluster = Cluster::start();
-    let server = cluster.server(&[]);
+    // Short enough that an abandoned-create check would remove the session while it restarts.
+    let server = cluster.server(&["--create-timeout", "2"]);
     let session = server.create(None, "");
     let name = object_name(&session);
     let id = session["sessionId"].as_str().expect("id");
@@ -202,7 +204,7 @@ fn kube_recreated_pod_serves_the_session_again() {
 
     cluster
         .emulator()
-        .set_pod_start_delay(Duration::from_secs(8));
+        .set_pod_start_delay(Duration::from_secs(12));
     let out = cluster.kubectl(&["delete", "pod", &name]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -219,14 +221,16 @@ fn kube_recreated_pod_serves_the_session_again() {
     }
     let out = ssh.ssh("true");
     assert!(!out.status.success(), "dialled a pod that is not ready");
-    let got = server
-        .request("GET", &format!("/v1/sessions/{id}"))
-        .send()
-        .json();
+    let got = wait_status(&server, id, "pending");
     assert_eq!(
-        got["status"], "running",
+        got["sessionId"], id,
         "a restarting pod is no failure: {got}"
     );
+    let res = server
+        .request("PATCH", &format!("/v1/sessions/{id}"))
+        .json(r#"{"ttl": 900}"#)
+        .send();
+    assert_eq!(res.status, 200, "{}", res.text());
 
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
@@ -235,6 +239,8 @@ fn kube_recreated_pod_serves_the_session_again() {
             assert_eq!(common::stdout(&out).trim(), "back");
             break;
         }
+        let got = server.request("GET", &format!("/v1/sessions/{id}")).send();
+        assert_eq!(got.status, 200, "removed while restarting: {}", got.text());
         assert!(
             Instant::now() < deadline,
             "never served again: {}",

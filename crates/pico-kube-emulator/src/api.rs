@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -51,14 +51,26 @@ fn json_response(code: StatusCode, v: Value) -> Response {
     (code, axum::Json(v)).into_response()
 }
 
-async fn dispatch(
-    State(app): State<Arc<App>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Query(params): Query<Params>,
-    body: Bytes,
-) -> Response {
+/// kube-apiserver's limit on a request body.
+const BODY_LIMIT: usize = 3 * 1024 * 1024;
+
+async fn dispatch(State(app): State<Arc<App>>, request: axum::extract::Request) -> Response {
+    if let Some((ns, name)) = crate::portforward::target(&request) {
+        tracing::debug!(method = %request.method(), uri = %request.uri(), "request");
+        if !authorized(&app, request.headers()) {
+            return ApiError::unauthorized().into_response();
+        }
+        return crate::portforward::serve(app, request, &ns, &name).await;
+    }
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    let Ok(Query(params)) = Query::<Params>::try_from_uri(&uri) else {
+        return ApiError::bad_request("invalid query string").into_response();
+    };
+    let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+        return ApiError::new(413, "RequestEntityTooLarge", "request body too large")
+            .into_response();
+    };
     tracing::debug!(%method, %uri, "request");
     match handle(&app, &method, uri.path(), &headers, &params, body).await {
         Ok(r) => r,

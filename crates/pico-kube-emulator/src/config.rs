@@ -75,6 +75,9 @@ pub struct EmulatorConfig {
     pub loaded_images: Option<Vec<String>>,
     /// Pod Security level for namespaces without a `pod-security.kubernetes.io/enforce` label.
     pub pod_security: crate::pod_security::Level,
+    /// False: pod statuses report IPs that nobody can dial, as a cluster's pod network is
+    /// from a laptop; only `pods/{name}/portforward` reaches the pods.
+    pub pod_network_reachable: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -95,6 +98,7 @@ impl Default for EmulatorConfig {
             sandbox_versions: vec!["v1beta1".into(), "v1alpha1".into()],
             loaded_images: None,
             pod_security: crate::pod_security::Level::Privileged,
+            pod_network_reachable: true,
         }
     }
 }

@@ -4,8 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -16,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::agent::{self, VolumeError};
 use crate::config::{FailureKind, ImageFailure};
+use crate::podnet::next_ip;
 use crate::resources::{PODS, SECRETS};
 use crate::selector::Filter;
 use crate::status::{self, ContainerState};
@@ -29,28 +29,14 @@ pub struct KubeletSettings {
     pub agent_binary: PathBuf,
     /// Images on the node (`kind load`); `None`: every image is there and nothing is pulled.
     pub loaded_images: Option<Vec<String>>,
+    /// False: pod statuses report IPs nobody can dial (see `podnet`); port-forward still works.
+    pub pod_network_reachable: bool,
 }
 
 /// How long a `flaky-pull` image fails to pull before the pull works.
 const FLAKY_PULL_FOR: Duration = Duration::from_millis(1500);
 
 pub type SharedSettings = Arc<RwLock<KubeletSettings>>;
-
-/// Hands out pod IPs 127.R.x.y: R is random per process so that emulators in concurrent
-/// processes rarely meet, and the counter is process-wide so emulators in one process never do.
-fn next_ip() -> Ipv4Addr {
-    static BASE: OnceLock<u8> = OnceLock::new();
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = *BASE.get_or_init(|| rand::random::<u8>() % 250 + 1);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed) % (254 * 254);
-    let (hi, lo) = (n / 254 + 1, n % 254 + 1);
-    Ipv4Addr::new(
-        127,
-        base,
-        u8::try_from(hi).unwrap_or(1),
-        u8::try_from(lo).unwrap_or(1),
-    )
-}
 
 /// Container output by pod uid, for `kubectl logs`; the last [`LOG_LINES`] lines.
 #[derive(Debug, Clone, Default)]
@@ -198,6 +184,7 @@ impl PodRunner {
 
     fn set(&self, phase: &str, ip: Option<Ipv4Addr>, ready: bool, state: &ContainerState) {
         let pod = self.pod.clone();
+        let ip = ip.map(|ip| crate::podnet::reported(ip, self.settings.pod_network_reachable));
         self.set_status(|s| *s = status::pod_status(&pod, phase, ip, ready, state));
     }
 

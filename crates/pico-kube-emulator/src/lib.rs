@@ -12,6 +12,8 @@ mod meta;
 mod openapi;
 mod patch;
 pub mod pod_security;
+mod podnet;
+mod portforward;
 mod protobuf;
 mod resources;
 mod runas;

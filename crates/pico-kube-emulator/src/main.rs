@@ -52,6 +52,10 @@ struct Args {
     /// label: privileged, baseline or restricted.
     #[arg(long, env = "PICO_EMULATOR_POD_SECURITY", default_value = "privileged")]
     pod_security: pico_kube_emulator::pod_security::Level,
+    /// Pod statuses report IPs that cannot be dialled (a cluster's pod network seen from a
+    /// laptop); pods are reachable only through `kubectl port-forward` / `pods/portforward`.
+    #[arg(long, env = "PICO_EMULATOR_UNREACHABLE_POD_NETWORK")]
+    unreachable_pod_network: bool,
     /// Require this bearer token on every request.
     #[arg(long, env = "PICO_EMULATOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -86,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
         sandbox_versions: args.sandbox_versions,
         loaded_images: args.loaded_image,
         pod_security: args.pod_security,
+        pod_network_reachable: !args.unreachable_pod_network,
         ..EmulatorConfig::default()
     };
     config.image_failures.extend(args.image_failure);

@@ -69,6 +69,7 @@ impl Emulator {
                 .clone()
                 .unwrap_or_else(config::default_agent_binary),
             loaded_images: config.loaded_images.clone(),
+            pod_network_reachable: config.pod_network_reachable,
         }));
         let logs = kubelet::PodLogs::default();
         let app = Arc::new(App {

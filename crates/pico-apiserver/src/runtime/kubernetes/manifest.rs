@@ -153,8 +153,16 @@ fn annotations(record: &SessionRecord) -> Value {
 
 /// The merge patch for a changed record: annotations and `spec.shutdownTime`.
 pub fn record_patch(record: &SessionRecord) -> Value {
+    let mut notes = mutable_annotations(record);
+    // `pending` of a Sandbox that exists is read from its `Ready=False` (a pod restarting),
+    // never written back: the annotation keeps saying the create finished.
+    if record.status == SessionStatus::Pending
+        && let Some(map) = notes.as_object_mut()
+    {
+        map.remove(A_STATUS);
+    }
     json!({
-        "metadata": {"annotations": mutable_annotations(record)},
+        "metadata": {"annotations": notes},
         "spec": {"shutdownTime": shutdown_time(record.expires_at)},
     })
 }
@@ -289,6 +297,11 @@ fn text(notes: &Map<String, Value>, key: &str) -> Option<String> {
     Some(notes.get(key)?.as_str()?.to_owned())
 }
 
+/// Whether pico finished creating this Sandbox's session (it wrote `running` once).
+pub fn was_running(sandbox: &Value) -> bool {
+    sandbox["metadata"]["annotations"][A_STATUS] == "running"
+}
+
 /// The session a Sandbox stands for, or `None` when it is not one of ours or is damaged.
 pub fn record_from(sandbox: &Value) -> Option<SessionRecord> {
     let meta = &sandbox["metadata"];
@@ -305,12 +318,18 @@ pub fn record_from(sandbox: &Value) -> Option<SessionRecord> {
         }
     };
     // The controller's word that the pod is gone for good (evicted, failed, refused) beats
-    // the status pico wrote: the session can no longer run.
+    // the status pico wrote: the session can no longer run. A running session whose pod is
+    // being recreated (`Ready=False` for another reason) is pending until it is back.
     let status = match status {
         SessionStatus::Running | SessionStatus::Pending
             if super::ready::sandbox_failure(sandbox).is_some() =>
         {
             SessionStatus::Failed
+        }
+        SessionStatus::Running
+            if condition(sandbox, "Ready").is_some_and(|c| c.status == "False") =>
+        {
+            SessionStatus::Pending
         }
         other => other,
     };

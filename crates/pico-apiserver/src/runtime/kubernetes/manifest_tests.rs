@@ -165,7 +165,13 @@ fn patch_moves_expiry_and_status() {
         p["metadata"]["annotations"]["pico.dev/expires-at"],
         "2026-01-02T04:14:05.250000Z"
     );
-    assert_eq!(p["metadata"]["annotations"]["pico.dev/status"], "pending");
+    // A Sandbox's `pending` is read from its Ready condition, never written back.
+    assert!(p["metadata"]["annotations"]["pico.dev/status"].is_null());
+    r.status = SessionStatus::Failed;
+    assert_eq!(
+        record_patch(&r)["metadata"]["annotations"]["pico.dev/status"],
+        "failed"
+    );
 }
 
 #[test]
@@ -259,11 +265,13 @@ fn failed_sandbox_is_a_failed_session_on_either_version() {
             record_from(&s).map(|r| r.status),
             Some(SessionStatus::Failed)
         );
+        // Not ready for another reason (the pod is being recreated): pending until it is back.
         s["status"]["conditions"][0]["reason"] = json!("DependenciesNotReady");
         assert_eq!(
             record_from(&s).map(|r| r.status),
-            Some(SessionStatus::Running)
+            Some(SessionStatus::Pending)
         );
+        assert!(was_running(&s));
     }
 }
 

@@ -3,6 +3,7 @@
 //! as the session's record (see `records.rs`), so the cluster is the source of truth.
 
 mod api;
+mod connect;
 mod hardening;
 mod manifest;
 mod ready;
@@ -20,12 +21,12 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::api::{ApiFail, call};
+pub use self::connect::ConnectMode;
 pub use self::hardening::Hardening;
 pub use self::manifest::{AgentMode, PodSettings};
 use self::manifest::{GROUP, KIND, PLURAL, SELECTOR, object_name};
@@ -52,6 +53,8 @@ pub const RBAC_RULES: &[(&str, &str, &[&str])] = &[
     ),
     ("", "secrets", &["create", "delete"]),
     ("", "pods", &["get", "list", "watch"]),
+    // A WebSocket port-forward is a GET; newer API servers also check `create`.
+    ("", "pods/portforward", &["create", "get"]),
 ];
 
 pub struct KubeSettings {
@@ -62,6 +65,8 @@ pub struct KubeSettings {
     pub create_timeout: Duration,
     /// How long `/readyz` stays ready after the API server last answered (see `ready`).
     pub ready_grace: Duration,
+    /// How the tunnel reaches pods (`--kube-connect`).
+    pub connect: ConnectMode,
 }
 
 pub struct KubernetesRuntime {
@@ -87,6 +92,7 @@ pub struct KubernetesRuntime {
     activity_written: Mutex<HashMap<Uuid, records::Activity>>,
     /// What the watch applied, for read-your-writes by resourceVersion equality.
     seen_versions: Arc<records::SeenVersions>,
+    connector: connect::Connector,
 }
 
 async fn client_for(settings: &KubeSettings) -> Result<Client, RuntimeError> {
@@ -203,6 +209,7 @@ impl KubernetesRuntime {
             changed,
             activity_written: Mutex::default(),
             seen_versions,
+            connector: connect::Connector::new(settings.connect),
         }))
     }
 
@@ -395,14 +402,14 @@ impl Runtime for KubernetesRuntime {
 
     async fn connect(&self, id: Uuid) -> Result<BoxedStream, RuntimeError> {
         self.still_ready(id)?;
-        let ip = self.pod_ip(id).await?;
-        let addr = format!("{ip}:{}", self.pod.ssh_port);
-        let stream = tokio::time::timeout(API_TIMEOUT, TcpStream::connect(&addr))
+        let ip = match self.connector.mode() {
+            ConnectMode::Portforward => None,
+            ConnectMode::Direct => Some(self.pod_ip(id).await?),
+            ConnectMode::Auto => self.pod_ip(id).await.ok(),
+        };
+        self.connector
+            .dial(&self.pods, &object_name(id), ip, self.pod.ssh_port)
             .await
-            .map_err(|_| RuntimeError::Unreachable(format!("{addr}: connect timed out")))?
-            .map_err(|e| RuntimeError::caused(FailureKind::Unreachable, addr.clone(), e))?;
-        let _ = stream.set_nodelay(true);
-        Ok(Box::pin(stream))
     }
 
     async fn recover(&self, record: &SessionRecord) -> Result<Recovery, RuntimeError> {

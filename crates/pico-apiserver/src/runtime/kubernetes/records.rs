@@ -171,6 +171,12 @@ impl SharedView for KubernetesRuntime {
             .filter_map(|s| record_of(s))
             .collect()
     }
+
+    fn create_unfinished(&self, id: Uuid) -> bool {
+        self.cached(id)
+            .and_then(|s| serde_json::to_value(&*s).ok())
+            .is_none_or(|s| !manifest::was_running(&s))
+    }
 }
 
 #[cfg(test)]
