@@ -49,8 +49,10 @@ pub struct ProcessList {
 /// Body of `POST …/processes/{pid}/signal`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SignalRequest {
-    /// `TERM`, `KILL`, `INT`, `HUP`, `QUIT`, `USR1`, `USR2`, … (also `SIGTERM`, or a number).
-    #[schema(min_length = 1)]
+    /// `TERM`, `KILL`, `INT`, `HUP`, `QUIT`, `USR1`, `USR2`, … (also `SIGTERM`).
+    #[schema(
+        pattern = "^(SIG)?(ABRT|ALRM|FPE|HUP|ILL|INT|KILL|PIPE|QUIT|SEGV|TERM|USR1|USR2|BUS|SYS|TRAP|XCPU|XFSZ)$"
+    )]
     pub signal: String,
 }
 

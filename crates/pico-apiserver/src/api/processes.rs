@@ -143,9 +143,16 @@ pub async fn start(
     let started: StartedProcess = parse(call(&conn, request).await?)?;
     if let Some(input) = body.stdin.filter(|s| !s.is_empty()) {
         let request = json!({"op": "stdin", "pid": started.pid, "close": false});
-        conn.procs_call(&request, Some(Bytes::from(input)), false)
+        match conn
+            .procs_call(&request, Some(Bytes::from(input)), false)
             .await
-            .map_err(call_error)?;
+        {
+            // It ended before reading: it started all the same, and its exit tells the rest.
+            Err(ProcCallError::Refused { code, .. }) if code == "PROCESS_EXITED" => {}
+            other => {
+                other.map_err(call_error)?;
+            }
+        }
     }
     Ok((StatusCode::ACCEPTED, Json(started)).into_response())
 }
