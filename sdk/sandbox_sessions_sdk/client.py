@@ -21,6 +21,7 @@ from .exceptions import (
 )
 from .exec import ExecMixin
 from .keystore import KeyStoreArg, generate_ed25519_keypair, resolve_key_store
+from .processes import ProcessesMixin
 from .settings import resolve_api_url, resolve_token
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -205,7 +206,7 @@ def split_api_url(api_url: str) -> Tuple[str, str, str]:
     return parts.scheme, netloc, path
 
 
-class SessionsClient(ExecMixin):
+class SessionsClient(ExecMixin, ProcessesMixin):
     """Client of pico's REST API (``/v1/sessions``).
 
     Example::

@@ -120,6 +120,9 @@ pub struct Settings {
     pub username: String,
     pub host_key: PrivateKey,
     pub authorized: Vec<PublicKey>,
+    /// The keys of those marked `pico-server` (the API server's): only they may open the
+    /// `pico-processes` subsystem.
+    pub server_keys: Vec<PublicKey>,
     /// Home directory as the commands see it.
     pub home: PathBuf,
     pub shell: String,
@@ -200,6 +203,19 @@ pub fn parse_authorized_keys(text: &str) -> Vec<PublicKey> {
     keys
 }
 
+/// The authorized_keys lines whose options include `pico-server`. A user's key never carries
+/// options: the API server writes it as `type base64 comment`.
+fn server_lines(text: &str) -> String {
+    text.lines()
+        .filter(|line| {
+            line.split_whitespace()
+                .next()
+                .is_some_and(|options| options.split(',').any(|o| o == "pico-server"))
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
 pub fn parse_env_file(text: &str) -> anyhow::Result<Vec<(String, String)>> {
     let mut env = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -226,7 +242,9 @@ impl Settings {
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
         let host_key = russh::keys::load_secret_key(&args.host_key, None)
             .with_context(|| format!("loading --host-key {}", args.host_key.display()))?;
-        let authorized = parse_authorized_keys(&read(&args.authorized_keys, "--authorized-keys")?);
+        let authorized_text = read(&args.authorized_keys, "--authorized-keys")?;
+        let authorized = parse_authorized_keys(&authorized_text);
+        let server_keys = parse_authorized_keys(&server_lines(&authorized_text));
         if authorized.is_empty() {
             tracing::warn!(path = %args.authorized_keys.display(), "no usable authorized key: nobody can log in");
         }
@@ -270,6 +288,7 @@ impl Settings {
             username: args.username.clone(),
             host_key,
             authorized,
+            server_keys,
             home,
             shell: user.map_or_else(|| default_shell().to_owned(), |u| u.shell),
             identity,
@@ -326,5 +345,13 @@ mod tests {
             "# comment\nssh-ed25519 {key} a@b\nno-pty,command=\"x\" ssh-ed25519 {key}\ngarbage\n"
         );
         assert_eq!(parse_authorized_keys(&text).len(), 2);
+    }
+
+    #[test]
+    fn only_lines_marked_pico_server_are_server_keys() {
+        let key = "AAAAC3NzaC1lZDI1NTE5AAAAIC59gQWlx76RrJnhP1LSeEsTf16XifyDYYelYYEj3bqw";
+        let text = format!("ssh-ed25519 {key} pico-server\npico-server ssh-ed25519 {key} x\n");
+        assert_eq!(parse_authorized_keys(&text).len(), 2);
+        assert_eq!(parse_authorized_keys(&server_lines(&text)).len(), 1);
     }
 }

@@ -104,7 +104,7 @@ impl ProcessCtl {
     }
 }
 
-const SIGNALS: &[(i32, &str)] = &[
+pub const SIGNALS: &[(i32, &str)] = &[
     (libc::SIGABRT, "ABRT"),
     (libc::SIGALRM, "ALRM"),
     (libc::SIGFPE, "FPE"),

@@ -62,7 +62,7 @@ impl russh::server::Handler for SshHandler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(if self.conn.authorize(user, key.public_key) {
+        Ok(if self.conn.login(user, key.public_key) {
             Auth::Accept
         } else {
             reject()
@@ -166,7 +166,11 @@ impl russh::server::Handler for SshHandler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ok = name == "sftp" && self.conn.start(id, Program::Sftp, session.handle());
+        let ok = match name {
+            "sftp" => self.conn.start(id, Program::Sftp, session.handle()),
+            crate::proc_protocol::SUBSYSTEM => self.conn.start_procs(id),
+            _ => false,
+        };
         reply(session, id, ok)
     }
 

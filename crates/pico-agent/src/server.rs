@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::handler::SshHandler;
+use crate::proc_table::ProcTable;
 use crate::reaper::Reaper;
 use crate::session::Connection;
 
@@ -92,6 +93,7 @@ fn start<S>(
     config: &Arc<Config>,
     settings: &Arc<Settings>,
     reaper: &Arc<Reaper>,
+    procs: &Arc<ProcTable>,
     stream: S,
     peer: String,
 ) where
@@ -100,6 +102,7 @@ fn start<S>(
     let handler = SshHandler::new(Connection::new(
         settings.clone(),
         reaper.clone(),
+        procs.clone(),
         peer.clone(),
     ));
     let config = config.clone();
@@ -128,6 +131,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(russh_config(&settings));
+    // One table for the agent's life: background processes outlive their connections.
+    let procs = Arc::new(ProcTable::new(settings.clone(), reaper.clone()));
     tokio::pin!(shutdown);
     match listener {
         Listener::Tcp(std_listener) => {
@@ -139,7 +144,7 @@ pub async fn serve(
                     accepted = listener.accept() => match accepted {
                         Ok((stream, addr)) => {
                             let _ = stream.set_nodelay(true);
-                            start(&config, &settings, &reaper, stream, addr.to_string());
+                            start(&config, &settings, &reaper, &procs, stream, addr.to_string());
                         }
                         Err(err) => accept_failed(err).await,
                     },
@@ -154,7 +159,7 @@ pub async fn serve(
                 tokio::select! {
                     () = &mut shutdown => return Ok(()),
                     accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => start(&config, &settings, &reaper, stream, peer.clone()),
+                        Ok((stream, _)) => start(&config, &settings, &reaper, &procs, stream, peer.clone()),
                         Err(err) => accept_failed(err).await,
                     },
                 }

@@ -10,6 +10,8 @@ use russh::{Channel, ChannelId, Sig};
 
 use crate::config::Settings;
 use crate::exec::{self, ProcessCtl, Program, PtySpec};
+use crate::proc_protocol;
+use crate::proc_table::ProcTable;
 use crate::reaper::Reaper;
 use crate::sys::WinSize;
 
@@ -27,18 +29,53 @@ struct SessionChannel {
 pub struct Connection {
     settings: Arc<Settings>,
     reaper: Arc<Reaper>,
+    procs: Arc<ProcTable>,
     peer: String,
     channels: HashMap<ChannelId, SessionChannel>,
+    /// Logged in with the API server's key (see [`Connection::login`]).
+    server: bool,
 }
 
 impl Connection {
-    pub fn new(settings: Arc<Settings>, reaper: Arc<Reaper>, peer: String) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        reaper: Arc<Reaper>,
+        procs: Arc<ProcTable>,
+        peer: String,
+    ) -> Self {
         Self {
             settings,
             reaper,
+            procs,
             peer,
             channels: HashMap::new(),
+            server: false,
         }
+    }
+
+    /// [`Connection::authorize`] for a verified key, remembering whether it is the server's.
+    pub fn login(&mut self, user: &str, key: &PublicKey) -> bool {
+        let ok = self.authorize(user, key);
+        self.server = ok
+            && self
+                .settings
+                .server_keys
+                .iter()
+                .any(|k| k.key_data() == key.key_data());
+        ok
+    }
+
+    /// Serves the `pico-processes` subsystem on the channel: the server's connection only.
+    pub fn start_procs(&mut self, id: ChannelId) -> bool {
+        if !self.server {
+            tracing::info!(peer = %self.peer, "pico-processes refused to a non-server key");
+            return false;
+        }
+        let Some(channel) = self.channels.get_mut(&id).and_then(|c| c.channel.take()) else {
+            return false;
+        };
+        tokio::spawn(proc_protocol::serve(channel, self.procs.clone()));
+        true
     }
 
     /// Whether `user` with `key` may log in. Every key is compared, whatever matched, so the

@@ -232,6 +232,12 @@ pub struct Config {
     /// Largest file `POST …/files` accepts (e.g. 512M, 10G; 0 = no limit).
     #[arg(long, env = "PICO_MAX_UPLOAD_SIZE", default_value = "10G")]
     pub max_upload_size: String,
+    /// Background processes (`"background": true`) a session may hold, running or recently
+    /// exited; at the cap the oldest exited one is forgotten, and with none a start is 429.
+    #[arg(long, env = "PICO_MAX_PROCESSES_PER_SESSION",
+        default_value_t = pico_wire::process::DEFAULT_MAX_PROCESSES,
+        value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_processes_per_session: u16,
 
     /// Private key (OpenSSH) the server logs in to sandboxes with for exec and files over
     /// HTTP; made on first start when missing (default: `<state-dir>/agent-client-key`).

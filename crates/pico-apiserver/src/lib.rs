@@ -144,6 +144,7 @@ pub async fn run(
         create_limit: Arc::new(ratelimit::RateLimiter::new(config.create_rate)),
         agents,
         max_upload_size,
+        max_processes: usize::from(config.max_processes_per_session),
     };
     on_ready();
     server::serve(

@@ -95,9 +95,36 @@ pub enum Command {
     },
     /// Run a command in a session; its exit code becomes pico's.
     Exec {
+        /// Start it in the background and print its pid (see `pico ps`, `logs`, `kill`).
+        #[arg(long, short = 'd')]
+        detach: bool,
         id: String,
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// List a session's background processes (`pico exec --detach`).
+    Ps {
+        id: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Print a background process's output (`-f`: follow it until the process ends).
+    Logs {
+        id: String,
+        pid: i32,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Start at this byte offset of stdout (the `end` of the last output seen).
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+    },
+    /// Send a signal to a background process's group.
+    Kill {
+        id: String,
+        pid: i32,
+        /// TERM, KILL, INT, HUP, …
+        #[arg(long, short = 's', default_value = "TERM")]
+        signal: String,
     },
     /// Run a program file in a session with its interpreter (over the HTTP API).
     Run {

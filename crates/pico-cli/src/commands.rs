@@ -230,7 +230,7 @@ fn metadata_text(metadata: &Map<String, Value>) -> String {
 }
 
 /// Left-aligned columns separated by two spaces.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
+pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -20,14 +20,14 @@ const TIMED_OUT: i32 = 124;
 const MAX_STDIN: u64 = 900 * 1024;
 
 /// The response head of a streamed call: status, and whether the body is chunked.
-struct Head {
-    status: u16,
+pub(crate) struct Head {
+    pub status: u16,
     chunked: bool,
     length: Option<u64>,
     json: bool,
 }
 
-async fn read_head(conn: &mut BufReader<Conn>) -> anyhow::Result<Head> {
+pub(crate) async fn read_head(conn: &mut BufReader<Conn>) -> anyhow::Result<Head> {
     let mut head = Head {
         status: 0,
         chunked: false,
@@ -64,7 +64,7 @@ async fn read_head(conn: &mut BufReader<Conn>) -> anyhow::Result<Head> {
 }
 
 /// The body as a reader, whatever its framing.
-struct Body {
+pub(crate) struct Body {
     conn: BufReader<Conn>,
     chunked: bool,
     /// Bytes left in the current chunk (or in the whole body when not chunked).
@@ -73,7 +73,7 @@ struct Body {
 }
 
 impl Body {
-    fn new(conn: BufReader<Conn>, head: &Head) -> Self {
+    pub fn new(conn: BufReader<Conn>, head: &Head) -> Self {
         Self {
             conn,
             chunked: head.chunked,
@@ -88,7 +88,7 @@ impl Body {
     }
 
     /// The next bytes of the body (empty at its end).
-    async fn next(&mut self, buf: &mut [u8]) -> anyhow::Result<usize> {
+    pub async fn next(&mut self, buf: &mut [u8]) -> anyhow::Result<usize> {
         if self.done {
             return Ok(0);
         }
@@ -120,7 +120,7 @@ impl Body {
         Ok(n)
     }
 
-    async fn into_text(mut self) -> anyhow::Result<Vec<u8>> {
+    pub async fn into_text(mut self) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::new();
         let mut buf = vec![0; 64 * 1024];
         while out.len() < 1 << 20 {
@@ -134,7 +134,7 @@ impl Body {
     }
 }
 
-async fn request(
+pub(crate) async fn request(
     client: &Client,
     method: &str,
     path: &str,

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod cp;
 mod http_exec;
+mod procs;
 mod proxy;
 mod ssh;
 mod ssh_config;
@@ -128,9 +129,33 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             return remote(&client, &settings, &id, command.as_deref(), pty).await;
         }
         // Over the HTTP API: no SSH key needed, whoever made the session.
-        Command::Exec { id, command } => {
+        Command::Exec {
+            id,
+            command,
+            detach,
+        } => {
             let command = ssh::command_line(&command);
-            return http_exec::exec(&client, client.resolve(&id).await?, &command).await;
+            let id = client.resolve(&id).await?;
+            if detach {
+                procs::start(&client, id, &command).await?;
+                return Ok(0);
+            }
+            return http_exec::exec(&client, id, &command).await;
+        }
+        Command::Ps { id, output } => {
+            procs::list(&client, client.resolve(&id).await?, output).await?
+        }
+        Command::Logs {
+            id,
+            pid,
+            follow,
+            offset,
+        } => {
+            let id = client.resolve(&id).await?;
+            return procs::logs(&client, id, pid, offset, follow).await;
+        }
+        Command::Kill { id, pid, signal } => {
+            procs::kill(&client, client.resolve(&id).await?, pid, &signal).await?
         }
         Command::Run { id, lang, file } => {
             return http_exec::run_code(&client, client.resolve(&id).await?, &lang, &file).await;

@@ -33,9 +33,14 @@ pub struct CommandRequest {
     #[schema(min_length = 1, pattern = "^[^\\u0000]+$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
-    /// Written to the command's standard input, which is then closed.
+    /// Written to the command's standard input, which is then closed (for a background
+    /// command: left open, see `…/processes/{pid}/stdin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
+    /// Start in the background and answer `202 {"processId", "pid"}` at once; `timeout` is
+    /// then ignored (DESIGN.md §13).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub background: bool,
 }
 
 /// `env`: shell variable names to strings without NUL.

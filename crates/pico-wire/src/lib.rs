@@ -9,11 +9,15 @@ use uuid::Uuid;
 
 pub mod exec;
 pub mod integer;
+pub mod process;
 pub mod timestamp;
 
 pub use exec::{
     CodeRequest, CommandRequest, CommandResult, CommandStatus, DirectoryListing, ExitEvent,
     FileInfo, FileType, Language, StreamEvent,
+};
+pub use process::{
+    ProcessInfo, ProcessList, ProcessState, SignalRequest, StartedProcess, StdinResult,
 };
 
 /// Default session lifetime in seconds.
@@ -176,6 +180,13 @@ pub enum ErrorCode {
     DirectoryNotEmpty,
     PathConflict,
     RangeNotSatisfiable,
+    /// No background process with that pid (or it was forgotten after its exit).
+    ProcessNotFound,
+    /// The background process has exited (or closed its stdin).
+    ProcessExited,
+    InvalidSignal,
+    /// The session's cap of background processes is reached.
+    TooManyProcesses,
 }
 
 impl ErrorCode {
@@ -188,19 +199,25 @@ impl ErrorCode {
             | Self::InvalidSshKey
             | Self::InvalidTimeout
             | Self::InvalidLanguage
-            | Self::InvalidPath => 400,
+            | Self::InvalidPath
+            | Self::InvalidSignal => 400,
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
-            Self::NotFound | Self::SessionNotFound | Self::FileNotFound => 404,
+            Self::NotFound | Self::SessionNotFound | Self::FileNotFound | Self::ProcessNotFound => {
+                404
+            }
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
             Self::UriTooLong => 414,
             Self::HeadersTooLarge => 431,
-            Self::FileExists | Self::DirectoryNotEmpty | Self::PathConflict => 409,
+            Self::FileExists
+            | Self::DirectoryNotEmpty
+            | Self::PathConflict
+            | Self::ProcessExited => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::RangeNotSatisfiable => 416,
-            Self::QuotaExceeded | Self::RateLimited => 429,
+            Self::QuotaExceeded | Self::RateLimited | Self::TooManyProcesses => 429,
             Self::SandboxCreateFailed | Self::SandboxDeleteFailed | Self::InternalError => 500,
             Self::SandboxUnreachable => 502,
             Self::SessionNotReady | Self::Unavailable | Self::TooManyConnections => 503,
@@ -242,6 +259,10 @@ impl ErrorCode {
             Self::DirectoryNotEmpty => "DIRECTORY_NOT_EMPTY",
             Self::PathConflict => "PATH_CONFLICT",
             Self::RangeNotSatisfiable => "RANGE_NOT_SATISFIABLE",
+            Self::ProcessNotFound => "PROCESS_NOT_FOUND",
+            Self::ProcessExited => "PROCESS_EXITED",
+            Self::InvalidSignal => "INVALID_SIGNAL",
+            Self::TooManyProcesses => "TOO_MANY_PROCESSES",
         }
     }
 }

@@ -5,10 +5,12 @@
 mod exec;
 mod files;
 mod key;
+mod procs;
 
 pub use exec::{ExecOutput, ExecSpec, Execution};
 pub use files::{FileError, Sftp};
 pub use key::ClientKey;
+pub use procs::{ProcCallError, ProcOutput};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -97,6 +99,9 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<AgentConn>>>>;
 /// The live connections, by session.
 pub struct AgentPool {
     key: ClientKey,
+    /// The authorized_keys line of the key: marked `pico-server`, which lets it (and no
+    /// user key) reach the agent's background-process table.
+    authorized_line: String,
     config: Arc<client::Config>,
     slots: Arc<Mutex<HashMap<Uuid, Slot>>>,
 }
@@ -115,15 +120,16 @@ impl AgentPool {
             ..Default::default()
         };
         Self {
+            authorized_line: format!("pico-server {}", key.public_openssh()),
             key,
             config: Arc::new(config),
             slots: Arc::default(),
         }
     }
 
-    /// The public half, added to every sandbox's authorized keys.
+    /// The public half as an authorized_keys line, added to every sandbox's.
     pub fn public_key(&self) -> &str {
-        self.key.public_openssh()
+        &self.authorized_line
     }
 
     /// The session's connection, made now if there is none (or the last one died).

@@ -57,7 +57,7 @@ fn no_nul(what: &str, text: &str) -> Result<(), ApiError> {
 
 /// The line the agent's `/bin/sh -c` runs: the command as given, or wrapped to set the
 /// environment and working directory first.
-fn command_line(
+pub(super) fn command_line(
     command: &str,
     env: &BTreeMap<String, String>,
     cwd: Option<&str>,
@@ -99,11 +99,14 @@ fn command_line(
         (status = 200, description = "The command's result; with `Accept: application/x-ndjson` \
             one StreamEvent per line as output happens, the exit last", body = CommandResult,
             content_type = "application/json"),
+        (status = 202, description = "`background: true`: started; see `…/processes/{pid}`",
+            body = pico_wire::StartedProcess),
         (status = 400, description = "INVALID_REQUEST or INVALID_TIMEOUT", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_PROCESSES (background)", body = ErrorBody),
         (status = 502, description = "SANDBOX_UNREACHABLE", body = ErrorBody),
         (status = 503, description = "SESSION_NOT_READY", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -118,6 +121,9 @@ pub async fn commands(
         body.ok_or_else(|| ApiError::invalid_request("body {\"command\": …} is required"))?;
     if body.command.trim().is_empty() {
         return Err(ApiError::invalid_request("command must not be empty"));
+    }
+    if body.background {
+        return super::processes::start(&state, &caller, &id, body).await;
     }
     let timeout = check_timeout(body.timeout)?;
     let line = command_line(&body.command, &body.env, body.cwd.as_deref())?;

@@ -6,6 +6,7 @@ mod exec_output;
 mod files;
 mod health;
 pub mod openapi;
+mod processes;
 mod range;
 mod sessions;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub agents: Arc<AgentPool>,
     /// Largest upload in bytes (0 = no limit).
     pub max_upload_size: u64,
+    /// Background processes a session may hold (`--max-processes-per-session`).
+    pub max_processes: usize,
 }
 
 impl AppState {
@@ -91,6 +94,7 @@ fn exec_routes(prefix: &str) -> Router<AppState> {
                 .post(files::upload)
                 .delete(files::delete),
         )
+        .merge(processes::routes(prefix))
 }
 
 async fn not_found(request: Request) -> ApiError {

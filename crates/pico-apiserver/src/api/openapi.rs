@@ -30,11 +30,17 @@ use utoipa::{Modify, OpenApi};
         super::files::upload,
         super::files::download,
         super::files::delete,
+        super::processes::list,
+        super::processes::one,
+        super::processes::output,
+        super::processes::stdin,
+        super::processes::signal,
     ),
     modifiers(&BearerAuth),
     tags((name = "sessions", description = "Sandbox sessions"), (name = "health", description = "Probes and metrics"),
         (name = "exec", description = "Commands and code run inside a session's sandbox"),
-        (name = "files", description = "Files inside a session's sandbox"))
+        (name = "files", description = "Files inside a session's sandbox"),
+        (name = "processes", description = "Background processes inside a session's sandbox"))
 )]
 pub struct ApiDoc;
 
