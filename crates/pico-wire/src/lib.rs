@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 pub mod exec;
 pub mod integer;
+pub mod signal;
 pub mod timestamp;
 
 pub use exec::{
