@@ -7,6 +7,7 @@ mod files;
 mod health;
 pub mod openapi;
 mod range;
+mod responses;
 mod sessions;
 
 use std::sync::Arc;
