@@ -69,9 +69,12 @@ impl FileQuery {
     }
 }
 
+// Only its schema is used (the body is streamed, never deserialised); the form holds one part
+// (others are skipped unread, and may not even be parsed).
 /// A `multipart/form-data` upload: the file is the part named `file`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // Only its schema is used: the body is streamed, never deserialised.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(deny_unknown_fields)]
 pub struct UploadForm {
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
