@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make k8s-deploy`: checks what the deployment needs, applies k8s/ and waits for the rollout.
-# Fails at once, saying what to do, when kubectl, the cluster, agent-sandbox or the JWT Secret
-# is missing. PICO_ROLLOUT_TIMEOUT (default 180s; 0 = do not wait) bounds the wait.
+# Fails at once, saying what to do, when kubectl, the cluster, agent-sandbox, the JWT Secret or
+# the agent client key Secret is missing. PICO_ROLLOUT_TIMEOUT (default 180s; 0 = do not wait) bounds the wait.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ns=pico-apiserver
@@ -17,6 +17,8 @@ kubectl get --raw /apis/agents.x-k8s.io >/dev/null 2>&1 ||
 kubectl apply -f k8s/00-namespace.yaml
 kubectl -n "$ns" get secret pico-jwt >/dev/null 2>&1 ||
   fail "Secret $ns/pico-jwt is missing: kubectl -n $ns create secret generic pico-jwt --from-literal=secret=\"\$(openssl rand -hex 32)\""
+kubectl -n "$ns" get secret pico-agent-client-key >/dev/null 2>&1 ||
+  fail "Secret $ns/pico-agent-client-key is missing: ssh-keygen -q -t ed25519 -N '' -C pico-apiserver -f key && kubectl -n $ns create secret generic pico-agent-client-key --from-file=key=key && rm key key.pub"
 kubectl apply -f k8s/
 timeout=${PICO_ROLLOUT_TIMEOUT:-180s}
 if [ "$timeout" != 0 ]; then

@@ -2,16 +2,15 @@
 //! talks HTTP/1.1 and CONNECT to it.
 #![allow(unsafe_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
+use pico_testkit::ServerProcess;
 use russh::keys::{Algorithm, PrivateKey, PublicKey};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::process::{Child, Command};
 
 use crate::client::SessionInfo;
 
@@ -23,9 +22,8 @@ pub struct Resources {
 }
 
 pub struct Server {
-    child: Child,
+    process: ServerProcess,
     addr: String,
-    state_dir: PathBuf,
     key: Arc<PrivateKey>,
 }
 
@@ -34,57 +32,44 @@ impl Server {
         Self::start_with(bin_dir, &[]).await
     }
 
-    /// As [`Server::start`], with more flags (e.g. the Kubernetes runtime's).
+    /// As [`Server::start`], with more flags (e.g. the Kubernetes runtime's); started by the
+    /// workspace's test kit, as the black-box tests start theirs.
     pub async fn start_with(bin_dir: &Path, extra: &[String]) -> anyhow::Result<Self> {
         let state_dir = std::env::temp_dir().join(format!("pico-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state_dir);
         // The server's own warnings go to a file, not between the benchmark's figures.
         let log_path = state_dir.with_extension("log");
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let _ = std::fs::remove_file(&log_path);
         eprintln!("server log: {}", log_path.display());
-        let mut child = Command::new(bin_dir.join("pico-apiserver"))
-            .args(["--port", "0", "--state-dir"])
-            .arg(&state_dir)
-            .arg("--agent-binary")
-            .arg(bin_dir.join("pico-agent"))
-            // The benchmarks open more tunnels and sessions than the defaults allow.
-            .args([
-                "--max-tunnels-per-session",
-                "0",
-                "--max-tunnels-per-user",
-                "0",
-                "--create-rate",
-                "0",
-                "--max-sessions-per-user",
-                "0",
-            ])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "start {}/pico-apiserver (run `make release`)",
-                    bin_dir.display()
-                )
-            })?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?)
-            .read_line(&mut line)
-            .await?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .context("no listening line")?
-            .to_owned();
+        let binary = bin_dir.join("pico-apiserver");
+        anyhow::ensure!(
+            binary.exists(),
+            "{} is missing (run `make release`)",
+            binary.display()
+        );
+        let mut args: Vec<String> = ["--port", "0", "--state-dir"].map(String::from).into();
+        args.push(state_dir.display().to_string());
+        args.push("--agent-binary".into());
+        args.push(bin_dir.join("pico-agent").display().to_string());
+        // The benchmarks open more tunnels and sessions than the defaults allow.
+        for flag in [
+            "--max-tunnels-per-session",
+            "--max-tunnels-per-user",
+            "--create-rate",
+            "--max-sessions-per-user",
+        ] {
+            args.extend([flag.to_owned(), "0".to_owned()]);
+        }
+        args.extend_from_slice(extra);
+        let process = tokio::task::spawn_blocking(move || {
+            ServerProcess::start_logging(&binary, &args, &state_dir, &log_path, "warn")
+        })
+        .await
+        .context("the server did not start")?;
         let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)?;
         Ok(Self {
-            child,
-            addr,
-            state_dir,
+            addr: process.addr.to_string(),
+            process,
             key: Arc::new(key),
         })
     }
@@ -172,10 +157,14 @@ impl Server {
 
     /// The agent's own socket: the baseline without the server in the path.
     pub async fn agent_socket(&self, id: &str) -> anyhow::Result<UnixStream> {
-        Ok(
-            UnixStream::connect(self.state_dir.join("sessions").join(id).join("agent.sock"))
-                .await?,
+        Ok(UnixStream::connect(
+            self.process
+                .state_dir
+                .join("sessions")
+                .join(id)
+                .join("agent.sock"),
         )
+        .await?)
     }
 
     pub async fn list_sessions(&self) -> anyhow::Result<()> {
@@ -188,9 +177,9 @@ impl Server {
 
     /// What the server holds: open descriptors, agent processes, session directories.
     pub fn resources(&self) -> Option<Resources> {
-        let pid = self.child.id()?;
+        let pid = self.process.child.as_ref()?.id();
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
-        let needle = self.state_dir.display().to_string();
+        let needle = self.process.state_dir.display().to_string();
         let agents = std::fs::read_dir("/proc")
             .ok()?
             .flatten()
@@ -204,7 +193,7 @@ impl Server {
             .map(|c| String::from_utf8_lossy(&c).into_owned())
             .filter(|c| c.contains(&needle) && !c.contains("pico-apiserver"))
             .count();
-        let state_entries = std::fs::read_dir(self.state_dir.join("sessions"))
+        let state_entries = std::fs::read_dir(self.process.state_dir.join("sessions"))
             .ok()?
             .count();
         Some(Resources {
@@ -215,7 +204,7 @@ impl Server {
     }
 
     pub fn rss_kib(&self) -> Option<u64> {
-        let pid = self.child.id()?;
+        let pid = self.process.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()
@@ -229,19 +218,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        if let Ok(entries) = std::fs::read_dir(self.state_dir.join("sessions")) {
-            for entry in entries.flatten() {
-                if let Some(pid) = std::fs::read_to_string(entry.path().join("agent.pid"))
-                    .ok()
-                    .and_then(|p| p.trim().parse::<i32>().ok())
-                {
-                    // SAFETY: kill with a negative pid signals that process group only.
-                    unsafe { libc::kill(-pid, libc::SIGKILL) };
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.state_dir);
+        // The process and its agents first: the state directory goes after them.
+        self.process.kill9();
+        pico_testkit::kill_agents(&self.process.state_dir);
+        let _ = std::fs::remove_dir_all(&self.process.state_dir);
     }
 }
 

@@ -14,6 +14,7 @@ per-user key store, so the SSH client needs no key)::
         client.delete_session(session.session_id)
 """
 
+from . import exceptions
 from ._version import __version__
 from .client import (
     Session,
@@ -23,20 +24,7 @@ from .client import (
     SSHInfo,
     parse_timestamp,
 )
-from .exceptions import (
-    CommandTimeoutError,
-    ForbiddenError,
-    HostKeyVerificationError,
-    InvalidArgumentError,
-    RateLimitError,
-    SandboxAPIError,
-    SandboxConnectionError,
-    SandboxOperationError,
-    SessionNotFoundError,
-    SSHAuthenticationError,
-    UnauthorizedError,
-    error_from_response,
-)
+from .exceptions import *  # noqa: F403  (the names are exceptions.__all__)
 from .keystore import KeyStore, default_key_dir, generate_ed25519_keypair, load_private_key
 from .ssh import SessionSSHClient
 from .tunnel import HTTPConnectTunnel
@@ -54,17 +42,7 @@ __all__ = [
     "generate_ed25519_keypair",
     "load_private_key",
     "parse_timestamp",
-    "error_from_response",
-    "SandboxAPIError",
-    "SandboxConnectionError",
-    "SandboxOperationError",
-    "SessionNotFoundError",
-    "UnauthorizedError",
-    "ForbiddenError",
-    "InvalidArgumentError",
-    "RateLimitError",
-    "HostKeyVerificationError",
-    "SSHAuthenticationError",
-    "CommandTimeoutError",
     "__version__",
 ]
+# The exceptions, listed once: in exceptions.__all__.
+__all__ += exceptions.__all__

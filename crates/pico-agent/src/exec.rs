@@ -104,75 +104,23 @@ impl ProcessCtl {
     }
 }
 
-pub const SIGNALS: &[(i32, &str)] = &[
-    (libc::SIGABRT, "ABRT"),
-    (libc::SIGALRM, "ALRM"),
-    (libc::SIGFPE, "FPE"),
-    (libc::SIGHUP, "HUP"),
-    (libc::SIGILL, "ILL"),
-    (libc::SIGINT, "INT"),
-    (libc::SIGKILL, "KILL"),
-    (libc::SIGPIPE, "PIPE"),
-    (libc::SIGQUIT, "QUIT"),
-    (libc::SIGSEGV, "SEGV"),
-    (libc::SIGTERM, "TERM"),
-    (libc::SIGUSR1, "USR1"),
-    (libc::SIGUSR2, "USR2"),
-    (libc::SIGBUS, "BUS"),
-    (libc::SIGSYS, "SYS"),
-    (libc::SIGTRAP, "TRAP"),
-    (libc::SIGXCPU, "XCPU"),
-    (libc::SIGXFSZ, "XFSZ"),
-];
-
-fn sig_name(signal: &Sig) -> &str {
+/// The SSH name of a signal: russh's named variants print as they are sent.
+fn sig_name(signal: &Sig) -> String {
     match signal {
-        Sig::ABRT => "ABRT",
-        Sig::ALRM => "ALRM",
-        Sig::FPE => "FPE",
-        Sig::HUP => "HUP",
-        Sig::ILL => "ILL",
-        Sig::INT => "INT",
-        Sig::KILL => "KILL",
-        Sig::PIPE => "PIPE",
-        Sig::QUIT => "QUIT",
-        Sig::SEGV => "SEGV",
-        Sig::TERM => "TERM",
-        Sig::USR1 => "USR1",
-        Sig::Custom(name) => name.as_str(),
+        Sig::Custom(name) => name.clone(),
+        named => format!("{named:?}"),
     }
 }
 
 fn signal_number(signal: &Sig) -> Option<i32> {
-    let name = sig_name(signal);
-    SIGNALS
-        .iter()
-        .find(|(_, n)| *n == name)
-        .map(|(number, _)| *number)
+    pico_wire::signal::number(&sig_name(signal))
 }
 
+/// The `Sig` of signal `number`; a custom name goes on the wire exactly as a named variant.
 fn signal_name(number: i32) -> Sig {
-    let Some((_, name)) = SIGNALS.iter().find(|(n, _)| *n == number) else {
-        return Sig::Custom(format!("SIG{number}"));
-    };
-    let known = [
-        Sig::ABRT,
-        Sig::ALRM,
-        Sig::FPE,
-        Sig::HUP,
-        Sig::ILL,
-        Sig::INT,
-        Sig::KILL,
-        Sig::PIPE,
-        Sig::QUIT,
-        Sig::SEGV,
-        Sig::TERM,
-        Sig::USR1,
-    ];
-    known
-        .into_iter()
-        .find(|sig| sig_name(sig) == *name)
-        .unwrap_or_else(|| Sig::Custom((*name).to_owned()))
+    Sig::Custom(
+        pico_wire::signal::name(number).map_or_else(|| format!("SIG{number}"), str::to_owned),
+    )
 }
 
 enum Io {

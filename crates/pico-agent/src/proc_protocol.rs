@@ -16,7 +16,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::exec::SIGNALS;
 use crate::proc_ring::incomplete_tail;
 use crate::proc_table::{Proc, ProcError, ProcTable};
 use crate::sys;
@@ -171,11 +170,10 @@ async fn handle(
 
 /// `TERM` or `SIGTERM` (upper case, as the API's schema says), from the known set.
 fn signal_number(name: &str) -> Option<i32> {
-    let bare = name.strip_prefix("SIG").unwrap_or(name);
-    SIGNALS
-        .iter()
-        .find(|(_, n)| *n == bare)
-        .map(|(number, _)| *number)
+    if name.bytes().any(|b| b.is_ascii_lowercase()) {
+        return None;
+    }
+    pico_wire::signal::number(name)
 }
 
 /// Writes the retained output from `offsets` (stdout, stderr) and, with `follow`, what comes

@@ -116,6 +116,19 @@ fn kube_deployment_flags_start_the_server_and_its_probes_answer() {
         .map(|a| a.as_str().expect("arg"))
         .filter(|a| !a.starts_with("--port") && !a.starts_with("--bind"))
         .collect();
+    // The agent client key comes from its Secret's volume; here from a file of the test's.
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_flag = secret_key_flag(keys.path());
+    let args: Vec<&str> = args
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("--agent-client-key") {
+                key_flag.as_str()
+            } else {
+                a
+            }
+        })
+        .collect();
     let cluster = Cluster::start();
     let mut extra = args.clone();
     let kubeconfig = cluster.kubeconfig.to_str().expect("utf-8 path");
@@ -125,6 +138,70 @@ fn kube_deployment_flags_start_the_server_and_its_probes_answer() {
         let res = server.request("GET", path).send();
         assert_eq!(res.status, 200, "{path}: {}\n{}", res.text(), server.logs());
     }
+}
+
+/// The Deployment's `--agent-client-key` flag, checked to name a file of the Secret
+/// `pico-agent-client-key` mounted read-only, and rewritten to the same file name under
+/// `dir`, where a key is made as k8s/README.md says (`ssh-keygen -t ed25519`).
+fn secret_key_flag(dir: &std::path::Path) -> String {
+    let docs = manifests();
+    let pod = &find(&docs, "Deployment")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let path = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str()?.strip_prefix("--agent-client-key="))
+        .next()
+        .expect("the Deployment passes --agent-client-key");
+    let (mount, file) = path.rsplit_once('/').expect("an absolute path");
+    let volume_mount = container["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"] == mount)
+        .unwrap_or_else(|| panic!("nothing is mounted at {mount}"));
+    assert_eq!(volume_mount["readOnly"], true);
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == volume_mount["name"])
+        .expect("the mounted volume");
+    assert_eq!(volume["secret"]["secretName"], "pico-agent-client-key");
+    // Group-readable, and the group is the server's: it runs as a non-root user.
+    assert_eq!(
+        pod["securityContext"]["fsGroup"],
+        pod["securityContext"]["runAsGroup"]
+    );
+    let key = dir.join(file);
+    common::ssh_keygen(&key);
+    format!("--agent-client-key={}", key.display())
+}
+
+#[test]
+fn kube_replicas_share_the_agent_client_key_from_its_secret() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_flag = secret_key_flag(keys.path());
+    let cluster = Cluster::start();
+    let args = ["--jwt-secret", common::SECRET, key_flag.as_str()];
+    let (a, b) = (cluster.server(&args), cluster.server(&args));
+    let alice = common::token("alice");
+    let session = a.create(Some(&alice), "{}");
+    let id = session["sessionId"].as_str().expect("id");
+    // B logs in to the sandbox that A made: with its own key the agent would refuse it.
+    let res = b
+        .request("POST", &format!("/v1/sessions/{id}/commands"))
+        .bearer(&alice)
+        .json(r#"{"command": "echo via-b"}"#)
+        .send();
+    assert_eq!(res.status, 200, "{}\n{}", res.text(), b.logs());
+    let result = res.json();
+    assert_eq!(
+        (&result["status"], &result["stdout"]),
+        (&"completed".into(), &"via-b\n".into()),
+        "{result}"
+    );
 }
 
 fn buildah(args: &[&str]) -> std::process::Output {

@@ -1,7 +1,8 @@
 //! The k8s/README.md walkthrough's commands against the emulator with real kubectl:
-//! `make k8s-deploy` (scripts/k8s-deploy.sh) refuses to go on without the JWT Secret and says
-//! how to make it, then applies k8s/; a server started as the README says
-//! (`--kubeconfig … --namespace=sandboxes`) runs sessions in the restricted namespace.
+//! `make k8s-deploy` (scripts/k8s-deploy.sh) refuses to go on without the JWT Secret or the
+//! agent client key Secret and says how to make each, then applies k8s/; a server started as
+//! the README says (`--kubeconfig … --namespace=sandboxes`) runs sessions in the restricted
+//! namespace.
 
 mod common;
 #[path = "common/kube.rs"]
@@ -43,6 +44,32 @@ fn kube_deploy_script_needs_the_jwt_secret_then_applies_everything() {
         "generic",
         "pico-jwt",
         "--from-literal=secret=walkthrough",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+
+    // Then the agent client key that every replica shares, made as the README says.
+    let out = deploy(&cluster);
+    assert!(
+        !out.status.success(),
+        "deployed without the agent key Secret"
+    );
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("pico-agent-client-key is missing") && err.contains("ssh-keygen"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key");
+    common::ssh_keygen(&key);
+    let from_file = format!("--from-file=key={}", key.display());
+    let out = cluster.kubectl(&[
+        "-n",
+        "pico-apiserver",
+        "create",
+        "secret",
+        "generic",
+        "pico-agent-client-key",
+        &from_file,
     ]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let out = deploy(&cluster);

@@ -156,13 +156,24 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<Response> {
+        self.send_as(method, path, "application/json", body).await
+    }
+
+    /// [`Client::send`] with a body of another `Content-Type` (file bytes for `/files`).
+    pub async fn send_as(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Response> {
         let call = async {
             let mut stream = self.dial().await?;
             let mut head = self.head(method, &self.path(path));
             head.push_str("Connection: close\r\nAccept: application/json\r\n");
             if let Some(body) = &body {
                 head.push_str(&format!(
-                    "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                    "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
                     body.len()
                 ));
             }

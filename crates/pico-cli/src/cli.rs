@@ -155,6 +155,9 @@ pub enum Command {
         #[arg(long)]
         install: bool,
     },
+    /// Serve the Model Context Protocol on stdin/stdout for agent frameworks: tools to
+    /// create and delete sessions, run commands and code, read, write and list files.
+    Mcp,
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }

@@ -250,7 +250,8 @@ pub async fn run_code(
     stream(client, &format!("/v1/sessions/{id}/code"), &body).await
 }
 
-fn query(path: &str) -> String {
+/// `path` percent-encoded for a query string.
+pub fn query(path: &str) -> String {
     let mut out = String::new();
     for b in path.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {

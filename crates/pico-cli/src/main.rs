@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod cp;
 mod http_exec;
+mod mcp;
 mod procs;
 mod proxy;
 mod ssh;
@@ -194,6 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             proxy::run(&client, id).await?;
         }
         Command::SshConfig { install } => commands::ssh_config(&client, &settings, install).await?,
+        Command::Mcp => mcp::serve(client).await?,
     }
     Ok(0)
 }

@@ -21,6 +21,18 @@ impl ServerProcess {
     /// its stderr appended to `log`, and returns once it listens. Panics with the log when it
     /// does not start.
     pub fn start(binary: &Path, args: &[String], state_dir: &Path, log: &Path) -> Self {
+        Self::start_logging(binary, args, state_dir, log, "info,pico_apiserver=debug")
+    }
+
+    /// As [`ServerProcess::start`] with the server's `RUST_LOG` (the benchmarks run it at
+    /// `warn`, so that logging costs nothing in their figures).
+    pub fn start_logging(
+        binary: &Path,
+        args: &[String],
+        state_dir: &Path,
+        log: &Path,
+        rust_log: &str,
+    ) -> Self {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -30,7 +42,7 @@ impl ServerProcess {
             .args(args)
             // The tests choose auth themselves.
             .env_remove("PICO_JWT_SECRET")
-            .env("RUST_LOG", "info,pico_apiserver=debug")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -1,5 +1,5 @@
-//! Types of the exec, code and file endpoints (DESIGN.md §10): `…/commands`, `…/code`,
-//! `…/files` of a session.
+//! Types of the exec, code and file endpoints of a session: `…/commands`, `…/code`,
+//! `…/files` (docs/API.md, "Exec and files over HTTP").
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -10,6 +10,7 @@ use uuid::Uuid;
 pub mod exec;
 pub mod integer;
 pub mod process;
+pub mod signal;
 pub mod timestamp;
 
 pub use exec::{

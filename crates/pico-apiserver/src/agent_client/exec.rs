@@ -178,41 +178,11 @@ async fn send(
 /// Linux signal numbers, for the `128 + n` exit code of a command killed by a signal.
 fn signal_number(signal: &Sig) -> i32 {
     let name = match signal {
-        Sig::ABRT => "ABRT",
-        Sig::ALRM => "ALRM",
-        Sig::FPE => "FPE",
-        Sig::HUP => "HUP",
-        Sig::ILL => "ILL",
-        Sig::INT => "INT",
-        Sig::KILL => "KILL",
-        Sig::PIPE => "PIPE",
-        Sig::QUIT => "QUIT",
-        Sig::SEGV => "SEGV",
-        Sig::TERM => "TERM",
-        Sig::USR1 => "USR1",
-        Sig::Custom(name) => name.as_str(),
+        Sig::Custom(name) => name.clone(),
+        // russh's named variants print as they are sent.
+        named => format!("{named:?}"),
     };
-    match name {
-        "HUP" => 1,
-        "INT" => 2,
-        "QUIT" => 3,
-        "ILL" => 4,
-        "TRAP" => 5,
-        "ABRT" => 6,
-        "BUS" => 7,
-        "FPE" => 8,
-        "KILL" => 9,
-        "USR1" => 10,
-        "SEGV" => 11,
-        "USR2" => 12,
-        "PIPE" => 13,
-        "ALRM" => 14,
-        "TERM" => 15,
-        "XCPU" => 24,
-        "XFSZ" => 25,
-        "SYS" => 31,
-        _ => 0,
-    }
+    pico_wire::signal::number(&name).unwrap_or(0)
 }
 
 #[cfg(test)]

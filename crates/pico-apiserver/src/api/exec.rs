@@ -19,6 +19,7 @@ use pico_wire::{
 use super::AppState;
 use super::body::OptionalJson;
 use super::exec_output::{Capped, Utf8Stream};
+use super::responses::{BodyErrors, SandboxErrors};
 use crate::agent_client::{ExecOutput, ExecSpec, Execution};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -102,13 +103,8 @@ pub(super) fn command_line(
         (status = 202, description = "`background: true`: started; see `…/processes/{pid}`",
             body = pico_wire::StartedProcess),
         (status = 400, description = "INVALID_REQUEST or INVALID_TIMEOUT", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
-        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
-        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
         (status = 429, description = "TOO_MANY_PROCESSES (background)", body = ErrorBody),
-        (status = 502, description = "SANDBOX_UNREACHABLE", body = ErrorBody),
-        (status = 503, description = "SESSION_NOT_READY", body = ErrorBody)),
+        SandboxErrors, BodyErrors),
     security(("bearer" = [])))]
 pub async fn commands(
     State(state): State<AppState>,
@@ -142,18 +138,13 @@ pub async fn commands(
         (status = 200, description = "The interpreter's result (exit 127 when the sandbox \
             lacks it); NDJSON lines with `Accept: application/x-ndjson`", body = CommandResult),
         (status = 400, description = "INVALID_REQUEST, INVALID_LANGUAGE or INVALID_TIMEOUT", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
-        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
-        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
-        (status = 502, description = "SANDBOX_UNREACHABLE", body = ErrorBody),
-        (status = 503, description = "SESSION_NOT_READY", body = ErrorBody)),
+        SandboxErrors, BodyErrors),
     security(("bearer" = [])))]
 pub async fn code(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
     headers: HeaderMap,
+    Path(id): Path<String>,
     OptionalJson(body): OptionalJson<CodeRequest>,
 ) -> Result<Response, ApiError> {
     let body = body.ok_or_else(|| ApiError::invalid_request("body {\"code\": …} is required"))?;

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::range::{ByteRange, parse_range};
+use super::responses::FileErrors;
 use crate::agent_client::{AgentError, FileError, Sftp};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -68,6 +69,17 @@ impl FileQuery {
     }
 }
 
+// Only its schema is used (the body is streamed, never deserialised); the form holds one part
+// (others are skipped unread, and may not even be parsed).
+/// A `multipart/form-data` upload: the file is the part named `file`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(deny_unknown_fields)]
+pub struct UploadForm {
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
 /// Longest file name Linux file systems take.
 const NAME_MAX: usize = 255;
 
@@ -116,19 +128,14 @@ async fn sftp(
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/files", tag = "files",
     params(("id" = uuid::Uuid, Path, description = "Session id"), FileQuery),
-    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream",
-        description = "The file's bytes, streamed (empty for an empty file)"),
+    request_body(description = "The file's bytes, streamed (empty for an empty file): the \
+        body itself, or the part named `file` of a multipart/form-data body",
+        content((Option<Vec<u8>> = "application/octet-stream"), (UploadForm = "multipart/form-data"))),
     responses(
         (status = 201, description = "Written (parent directories made)", body = FileInfo),
-        (status = 400, description = "INVALID_PATH or INVALID_REQUEST", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: the sandbox user may not do this", body = ErrorBody),
-        (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "FILE_EXISTS (overwrite=false) or PATH_CONFLICT", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE: over --max-upload-size; nothing is left behind", body = ErrorBody),
-        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
-        (status = 502, description = "SANDBOX_UNREACHABLE", body = ErrorBody),
-        (status = 503, description = "SESSION_NOT_READY", body = ErrorBody)),
+        FileErrors),
     security(("bearer" = [])))]
 pub async fn upload(
     State(state): State<AppState>,
@@ -140,47 +147,67 @@ pub async fn upload(
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let path = q.path()?;
-    let essence = headers
+    let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    if essence
-        .as_deref()
-        .is_some_and(|e| e.starts_with("multipart/"))
-    {
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            "multipart uploads are not supported yet: send the bytes as application/octet-stream",
-        ));
-    }
+        .unwrap_or("");
+    let multipart = content_type
+        .trim_start()
+        .get(..10)
+        .is_some_and(|e| e.eq_ignore_ascii_case("multipart/"));
     let max = state.max_upload_size;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if max > 0 && declared.is_some_and(|len| len > max) {
+    // A multipart body also carries its boundaries and part headers besides the file.
+    let slack = if multipart { MULTIPART_SLACK } else { 0 };
+    if max > 0 && declared.is_some_and(|len| len > max.saturating_add(slack)) {
         return Err(too_large(max));
     }
-    let sftp = sftp(&state, &caller, &id).await?;
-    let info = sftp
-        .upload(
-            path,
-            body.into_data_stream(),
-            q.overwrite.unwrap_or(false),
-            max,
-        )
-        .await
-        .map_err(|e| match e {
-            FileError::TooLarge(_) => too_large(max),
-            other => file_error(other),
-        })?;
+    let overwrite = q.overwrite.unwrap_or(false);
+    let written = if multipart {
+        let boundary = multer::parse_boundary(content_type)
+            .map_err(|e| ApiError::invalid_request(format!("bad multipart Content-Type: {e}")))?;
+        let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+        let file = file_field(&mut form).await?;
+        let sftp = sftp(&state, &caller, &id).await?;
+        sftp.upload(path, Box::pin(file), overwrite, max).await
+    } else {
+        let sftp = sftp(&state, &caller, &id).await?;
+        sftp.upload(path, body.into_data_stream(), overwrite, max)
+            .await
+    };
+    let info = written.map_err(|e| match e {
+        FileError::TooLarge(_) => too_large(max),
+        other => file_error(other),
+    })?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+/// Room for a multipart body's framing beyond `--max-upload-size` in the early
+/// `Content-Length` check; the file's own bytes are held to the limit exactly.
+const MULTIPART_SLACK: u64 = 64 * 1024;
+
+/// The part named `file` of a `multipart/form-data` body (the original API's field), ready to
+/// stream; parts before it are skipped unread.
+async fn file_field<'r>(form: &mut multer::Multipart<'r>) -> Result<multer::Field<'r>, ApiError> {
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) if field.name() == Some("file") => return Ok(field),
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(ApiError::invalid_request(
+                    "the multipart body has no part named file",
+                ));
+            }
+            Err(e) => {
+                return Err(ApiError::invalid_request(format!(
+                    "bad multipart body: {e}"
+                )));
+            }
+        }
+    }
 }
 
 fn too_large(max: u64) -> ApiError {
@@ -199,21 +226,16 @@ fn too_large(max: u64) -> ApiError {
             content((Vec<u8> = "application/octet-stream"), (DirectoryListing = "application/json"))),
         (status = 206, description = "The requested range", body = Vec<u8>,
             content_type = "application/octet-stream"),
-        (status = 400, description = "INVALID_PATH or INVALID_REQUEST", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: the sandbox user may not do this", body = ErrorBody),
-        (status = 404, description = "SESSION_NOT_FOUND or FILE_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "PATH_CONFLICT (e.g. a parent is a file)", body = ErrorBody),
         (status = 416, description = "RANGE_NOT_SATISFIABLE", body = ErrorBody),
-        (status = 502, description = "SANDBOX_UNREACHABLE", body = ErrorBody),
-        (status = 503, description = "SESSION_NOT_READY", body = ErrorBody)),
+        FileErrors),
     security(("bearer" = [])))]
 pub async fn download(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     q: FileQueryResult,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let path = q.path()?;
@@ -298,13 +320,8 @@ fn content_disposition(name: &str) -> String {
     params(("id" = uuid::Uuid, Path, description = "Session id"), FileQuery),
     responses(
         (status = 200, description = "Deleted", body = MessageResponse),
-        (status = 400, description = "INVALID_PATH or INVALID_REQUEST", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: the sandbox user may not do this", body = ErrorBody),
-        (status = 404, description = "SESSION_NOT_FOUND or FILE_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "DIRECTORY_NOT_EMPTY (without recursive=true) or PATH_CONFLICT", body = ErrorBody),
-        (status = 502, description = "SANDBOX_UNREACHABLE", body = ErrorBody),
-        (status = 503, description = "SESSION_NOT_READY", body = ErrorBody)),
+        FileErrors),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,

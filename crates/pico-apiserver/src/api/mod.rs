@@ -8,6 +8,7 @@ mod health;
 pub mod openapi;
 mod processes;
 mod range;
+mod responses;
 mod sessions;
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::body::OptionalJson;
+use super::responses::{BodyErrors, SessionErrors};
 use crate::auth::Caller;
 use crate::error::ApiError;
 
@@ -23,9 +24,7 @@ pub(super) fn session_id(raw: &str) -> Result<Uuid, ApiError> {
     responses(
         (status = 200, description = "The sandbox is running", body = Session),
         (status = 400, description = "INVALID_REQUEST, INVALID_TTL or INVALID_SSH_KEY", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
-        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody), BodyErrors,
         (status = 429, description = "QUOTA_EXCEEDED or RATE_LIMITED", body = ErrorBody),
         (status = 500, description = "SANDBOX_CREATE_FAILED", body = ErrorBody),
         (status = 504, description = "SANDBOX_TIMEOUT", body = ErrorBody)),
@@ -112,9 +111,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = Uuid, Path, description = "Session id")),
     responses(
-        (status = 200, description = "The session", body = Session),
-        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody)),
+        (status = 200, description = "The session", body = Session), SessionErrors),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
@@ -130,8 +127,7 @@ pub async fn get(
     responses(
         (status = 200, description = "expiresAt is now + ttl", body = Session),
         (status = 400, description = "INVALID_REQUEST or INVALID_TTL", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody)),
+        SessionErrors),
     security(("bearer" = [])))]
 pub async fn extend(
     State(state): State<AppState>,
@@ -148,9 +144,7 @@ pub async fn extend(
 #[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = Uuid, Path, description = "Session id")),
     responses(
-        (status = 200, description = "Deleted", body = MessageResponse),
-        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
+        (status = 200, description = "Deleted", body = MessageResponse), SessionErrors,
         (status = 500, description = "SANDBOX_DELETE_FAILED", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete(

@@ -464,6 +464,26 @@ pub fn write_mode(path: &Path, contents: &str, mode: u32) {
     file.write_all(contents.as_bytes()).expect("write");
 }
 
+/// An ed25519 key pair at `path` (and `path.pub`), made by OpenSSH's `ssh-keygen` as the
+/// deployment docs say to make the agent client key.
+pub fn ssh_keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "pico-apiserver",
+            "-f",
+        ])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
