@@ -60,6 +60,20 @@ pub struct CreateSessionRequest {
         deserialize_with = "integer::option::deserialize"
     )]
     pub idle_timeout: Option<u64>,
+    /// What the idle timeout does: `delete` the session (default) or `pause` it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_action: Option<IdleAction>,
+}
+
+/// What happens to a session that has been idle for its `idleTimeout`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IdleAction {
+    /// Deleted, with everything in it.
+    #[default]
+    Delete,
+    /// Paused: its processes stop, its memory and files stay until the TTL ends it.
+    Pause,
 }
 
 /// Body of `PATCH /v1/sessions/{id}`; unknown fields are refused.
@@ -77,6 +91,9 @@ pub struct ExtendSessionRequest {
 pub enum SessionStatus {
     Pending,
     Running,
+    /// Every process of the sandbox is stopped; memory and files are kept (`POST …/resume`,
+    /// or any tunnel, exec or file call, continues it).
+    Paused,
     Failed,
     Terminating,
 }
@@ -112,6 +129,11 @@ pub struct Session {
     pub image: Option<String>,
     pub ttl: u64,
     pub idle_timeout: u64,
+    pub idle_action: IdleAction,
+    /// When the session was last paused; `null` unless `status` is `paused`.
+    #[serde(default, with = "timestamp::option")]
+    #[schema(value_type = Option<String>, format = DateTime, nullable = true)]
+    pub paused_at: Option<OffsetDateTime>,
     pub ssh: SshInfo,
     /// The server-made private key (OpenSSH format); present only in the create response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +198,8 @@ pub enum ErrorCode {
     DirectoryNotEmpty,
     PathConflict,
     RangeNotSatisfiable,
+    /// The session's status does not allow the operation (e.g. pausing a pending session).
+    InvalidState,
 }
 
 impl ErrorCode {
@@ -196,7 +220,10 @@ impl ErrorCode {
             Self::RequestTimeout => 408,
             Self::UriTooLong => 414,
             Self::HeadersTooLarge => 431,
-            Self::FileExists | Self::DirectoryNotEmpty | Self::PathConflict => 409,
+            Self::FileExists
+            | Self::DirectoryNotEmpty
+            | Self::PathConflict
+            | Self::InvalidState => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::RangeNotSatisfiable => 416,
@@ -242,6 +269,7 @@ impl ErrorCode {
             Self::DirectoryNotEmpty => "DIRECTORY_NOT_EMPTY",
             Self::PathConflict => "PATH_CONFLICT",
             Self::RangeNotSatisfiable => "RANGE_NOT_SATISFIABLE",
+            Self::InvalidState => "INVALID_STATE",
         }
     }
 }
