@@ -114,6 +114,10 @@ impl Server {
     }
 
     /// The client key every benchmark session trusts.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
     pub fn key(&self) -> &Arc<PrivateKey> {
         &self.key
     }
