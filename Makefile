@@ -109,7 +109,9 @@ k8s-logs:
 # The runtime-independent black-box API tests again, on the Kubernetes runtime (emulator).
 # The skipped ones exercise the local runtime's own processes and files.
 KUBE_SKIP := sandbox_that_cannot_start sandbox_that_never_gets_ready a_dead_agent_is_restarted \
-	exec_works_again_after_a_server_restart output_survives_disconnect_and_a_server_restart
+	exec_works_again_after_a_server_restart output_survives_disconnect_and_a_server_restart \
+	a_paused_sandbox_stops_and_continues_where_it_was a_paused_session_stays_paused_across_a_restart
 test-kube: build
 	PICO_TEST_RUNTIME=kubernetes $(CARGO) test -p pico-apiserver \
-		--test api --test tunnel --test hostile --test openapi --test exec_http --test processes -- $(addprefix --skip ,$(KUBE_SKIP))
+		--test api --test tunnel --test hostile --test openapi --test exec_http --test processes \
+		--test pause -- $(addprefix --skip ,$(KUBE_SKIP))

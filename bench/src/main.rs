@@ -6,6 +6,7 @@
 //! - `idle-tunnels`: server memory with N idle open tunnels, per tunnel.
 //! - `creates`: N creates sent at once, p50/p99 of each one's time to its answer.
 //! - `exec`, `files`: commands and files over HTTP vs SSH, `ssh` and `sftp`.
+//! - `pause`: pause/resume latency vs a `GET`, and CPU of N busy sessions running vs paused.
 
 mod client;
 mod creates;
@@ -13,6 +14,7 @@ mod exec;
 mod http;
 mod kube;
 mod load;
+mod pause;
 mod server;
 
 use std::time::{Duration, Instant};
@@ -79,6 +81,13 @@ enum What {
         #[arg(long, default_value_t = 2)]
         rounds: u32,
     },
+    /// Pause and resume latency, and CPU of busy sessions while paused.
+    Pause {
+        #[arg(long, default_value_t = 100)]
+        rounds: usize,
+        #[arg(long, default_value_t = 100)]
+        sessions: usize,
+    },
     /// Concurrent tunnels echoing data with checks, with creates and deletes racing them;
     /// fails if anything is corrupted, dropped or leaked.
     Load {
@@ -132,6 +141,10 @@ fn main() -> anyhow::Result<()> {
             What::IdleTunnels { tunnels } => idle_tunnels(&server, tunnels).await,
             What::Exec { calls, clients } => exec::exec(&server, calls, clients).await,
             What::Files { mib, rounds } => exec::files(&server, mib, rounds).await,
+            What::Pause { rounds, sessions } => {
+                pause::latency(&server, rounds).await?;
+                pause::cpu(&server, sessions).await
+            }
             What::Load { .. } | What::KubeLatency { .. } | What::Creates { .. } => Ok(()),
         }
     })

@@ -98,6 +98,11 @@ impl Server {
         &self.addr
     }
 
+    /// The server's state directory (the sessions' cgroups and agents are found from it).
+    pub fn state_dir(&self) -> &Path {
+        &self.process.state_dir
+    }
+
     /// The client key every benchmark session trusts.
     pub fn key(&self) -> &Arc<PrivateKey> {
         &self.key

@@ -106,6 +106,8 @@ class Session:
         metadata: the caller's metadata object.
         image: the requested image, or ``None``.
         ttl: the session's TTL in seconds; ``idle_timeout`` likewise (0 = off).
+        idle_action: what the idle timeout does, ``"delete"`` or ``"pause"``.
+        paused_at: when the session was paused (aware UTC datetime), else ``None``.
         ssh: an :class:`SSHInfo` with ``username``, ``host_keys`` and ``tunnel_path``.
         ssh_private_key: the session's private key (OpenSSH text) when this object came
             from :meth:`SessionsClient.create_session` and the SDK or the server made the
@@ -126,6 +128,8 @@ class Session:
         self.image: Optional[str] = data.get("image")
         self.ttl: Optional[int] = data.get("ttl")
         self.idle_timeout: Optional[int] = data.get("idleTimeout")
+        self.idle_action: Optional[str] = data.get("idleAction")
+        self.paused_at: Optional[datetime] = parse_timestamp(data.get("pausedAt"))
         self.ssh: SSHInfo = SSHInfo(data.get("ssh"))
         self.ssh_private_key: Optional[str] = data.get("sshPrivateKey")
         self._raw_data = data
@@ -301,6 +305,7 @@ class SessionsClient(ExecMixin, ProcessesMixin):
         metadata: Optional[Dict[str, Any]] = None,
         ssh_public_key: Optional[str] = None,
         idle_timeout: Optional[int] = None,
+        idle_action: Optional[str] = None,
     ) -> Session:
         """Create a session and wait until its sandbox is ready.
 
@@ -312,6 +317,7 @@ class SessionsClient(ExecMixin, ProcessesMixin):
                 omitted, the SDK makes a key pair (see ``generate_keys``) and keeps the
                 private key in the key store, so :class:`SessionSSHClient` needs no key.
             idle_timeout: delete the session after this many idle seconds (0 = never).
+            idle_action: ``"delete"`` (the default) or ``"pause"``: what ``idle_timeout`` does.
 
         Returns:
             The new :class:`Session` (``status`` ``running``).
@@ -335,6 +341,10 @@ class SessionsClient(ExecMixin, ProcessesMixin):
             payload["metadata"] = metadata
         if idle_timeout is not None:
             payload["idleTimeout"] = _check_int("idle_timeout", idle_timeout, 0, MAX_TTL, "INVALID_REQUEST")
+        if idle_action is not None:
+            if idle_action not in ("delete", "pause"):
+                raise InvalidArgumentError("idle_action must be 'delete' or 'pause'", error_code="INVALID_REQUEST")
+            payload["idleAction"] = idle_action
         private_key: Optional[str] = None
         if ssh_public_key is not None:
             if not isinstance(ssh_public_key, str) or not ssh_public_key.strip():
@@ -407,6 +417,24 @@ class SessionsClient(ExecMixin, ProcessesMixin):
         """
         body = {"ttl": _check_int("ttl", ttl, MIN_TTL, MAX_TTL, "INVALID_TTL")}
         return Session(self._request("PATCH", f"/sessions/{self._id(session_id)}", json=body))
+
+    def pause_session(self, session_id: Union[str, Session]) -> Session:
+        """Pause the session: its processes stop, its files (and, on the local runtime, its
+        memory) stay. Pausing a paused session is a no-op.
+
+        Raises:
+            SessionNotFoundError: no such session for this caller.
+            SandboxOperationError: ``INVALID_STATE`` (a pending or failed session).
+        """
+        return Session(self._request("POST", f"/sessions/{self._id(session_id)}/pause"))
+
+    def resume_session(self, session_id: Union[str, Session]) -> Session:
+        """Resume a paused session (any SSH, exec or file call resumes it too).
+
+        Raises:
+            SessionNotFoundError: no such session for this caller.
+        """
+        return Session(self._request("POST", f"/sessions/{self._id(session_id)}/resume"))
 
     def delete_session(self, session_id: Union[str, Session]) -> None:
         """Delete the session and its sandbox, and forget its key in the key store.

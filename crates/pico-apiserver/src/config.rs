@@ -169,6 +169,12 @@ pub struct Config {
     #[arg(long, env = "PICO_RUNTIME_CLASS")]
     pub runtime_class: Option<String>,
 
+    /// Size of each sandbox's home volume (a PersistentVolumeClaim from the Sandbox's
+    /// volumeClaimTemplates, so that files survive a pause); `0` = an emptyDir, lost on pause
+    /// (Kubernetes runtime).
+    #[arg(long, env = "PICO_HOME_VOLUME_SIZE", default_value = "1Gi")]
+    pub home_volume_size: String,
+
     /// Log format.
     #[arg(long, env = "PICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

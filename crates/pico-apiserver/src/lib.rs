@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod server;
 pub mod service;
 mod service_lifetime;
+mod service_pause;
 mod service_view;
 pub mod start_error;
 pub mod store;
@@ -232,6 +233,9 @@ async fn kubernetes(
             }),
             ssh_username: config.ssh_username.clone(),
             runtime_class: config.runtime_class.clone(),
+            home_volume: Some(config.home_volume_size.trim())
+                .filter(|s| !s.is_empty() && *s != "0")
+                .map(str::to_owned),
             agent_pull_policy: config.agent_image_pull_policy.as_str().to_owned(),
             hardening: Hardening {
                 uid: config.sandbox_uid,

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     pub create_seconds: Histogram,
     pub delete_seconds: Histogram,
+    pub pause_seconds: Histogram,
+    pub resume_seconds: Histogram,
 }
 
 impl Metrics {
@@ -99,6 +101,10 @@ impl Metrics {
             .render("pico_session_create_seconds", &mut out);
         self.delete_seconds
             .render("pico_session_delete_seconds", &mut out);
+        self.pause_seconds
+            .render("pico_session_pause_seconds", &mut out);
+        self.resume_seconds
+            .render("pico_session_resume_seconds", &mut out);
         out
     }
 }

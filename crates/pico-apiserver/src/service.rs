@@ -50,6 +50,9 @@ pub struct LiveSession {
     tunnels: Arc<AtomicU32>,
     /// Cancels this session's tunnels when it is deleted or expires.
     pub cancel: CancellationToken,
+    /// Held while the session is paused or resumed: concurrent callers wait for one
+    /// transition and then find it done (`service_pause.rs`).
+    pub(crate) transition: tokio::sync::Mutex<()>,
 }
 
 impl LiveSession {
@@ -60,6 +63,7 @@ impl LiveSession {
             bytes_seen: AtomicU64::new(0),
             tunnels: Arc::default(),
             cancel: parent.child_token(),
+            transition: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -120,7 +124,7 @@ impl SessionService {
     }
 
     /// Another user's session answers exactly like a missing one.
-    fn visible(&self, caller: &Caller, id: Uuid) -> Result<Arc<LiveSession>, ApiError> {
+    pub(crate) fn visible(&self, caller: &Caller, id: Uuid) -> Result<Arc<LiveSession>, ApiError> {
         self.lookup(id)
             .filter(|live| caller.may_see(&live.lock().owner))
             .ok_or_else(ApiError::session_not_found)
@@ -211,6 +215,8 @@ impl SessionService {
             username: self.settings.ssh_username.clone(),
             host_public_key: host_key.public_openssh,
             authorized_key,
+            idle_action: req.idle_action.unwrap_or_default(),
+            paused_at: None,
         };
         // With a shared store, count the sessions other replicas made too.
         self.all();
@@ -378,7 +384,7 @@ impl SessionService {
         id: Uuid,
     ) -> Result<(Arc<LiveSession>, TunnelStream), ApiError> {
         // Opening a tunnel is activity even before a byte moves.
-        let live = self.ready_session(caller, id)?;
+        let live = self.ready_session(caller, id).await?;
         let owner = live.lock().owner.clone();
         let slot = self.tunnel_limits.acquire(&live.tunnels, &owner)?;
         let stream = self.runtime.connect(id).await?;
@@ -386,9 +392,17 @@ impl SessionService {
         Ok((live, stream))
     }
 
-    /// A running session of the caller, for exec and file calls; the call counts as activity.
-    pub fn ready_session(&self, caller: &Caller, id: Uuid) -> Result<Arc<LiveSession>, ApiError> {
+    /// A running session of the caller, for tunnels, exec and file calls; a paused one is
+    /// resumed first. The call counts as activity.
+    pub async fn ready_session(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+    ) -> Result<Arc<LiveSession>, ApiError> {
         let live = self.visible(caller, id)?;
+        if live.lock().status == SessionStatus::Paused {
+            self.resume_live(&live).await?;
+        }
         let status = live.lock().status;
         if status != SessionStatus::Running {
             return Err(ApiError::new(
@@ -413,6 +427,7 @@ pub fn status_name(status: SessionStatus) -> &'static str {
     match status {
         SessionStatus::Pending => "pending",
         SessionStatus::Running => "running",
+        SessionStatus::Paused => "paused",
         SessionStatus::Failed => "failed",
         SessionStatus::Terminating => "terminating",
     }
@@ -429,6 +444,8 @@ pub fn to_wire(record: &SessionRecord, ssh_private_key: Option<String>) -> Sessi
         image: record.image.clone(),
         ttl: record.ttl,
         idle_timeout: record.idle_timeout,
+        idle_action: record.idle_action,
+        paused_at: record.paused_at,
         ssh: SshInfo {
             username: record.username.clone(),
             host_keys: vec![record.host_public_key.clone()],

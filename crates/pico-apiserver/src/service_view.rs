@@ -42,7 +42,8 @@ fn merge(live: &LiveSession, seen: SessionRecord, restarting: bool) {
     let mut record = live.lock();
     let rank = |s: SessionStatus| match s {
         SessionStatus::Pending => 0,
-        SessionStatus::Running => 1,
+        // Running and paused follow each other: the store's word wins between them.
+        SessionStatus::Running | SessionStatus::Paused => 1,
         SessionStatus::Failed => 2,
         SessionStatus::Terminating => 3,
     };

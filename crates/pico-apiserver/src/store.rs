@@ -74,6 +74,12 @@ pub struct SessionRecord {
     pub host_public_key: String,
     /// The one public key allowed to log in.
     pub authorized_key: String,
+    /// What the idle timeout does (records from before pause existed: delete).
+    #[serde(default)]
+    pub idle_action: pico_wire::IdleAction,
+    /// When the session was paused; `None` unless it is.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub paused_at: Option<OffsetDateTime>,
 }
 
 pub struct Store {
@@ -220,6 +226,8 @@ mod tests {
             username: "sandbox".into(),
             host_public_key: "ssh-ed25519 AAAA".into(),
             authorized_key: "ssh-ed25519 BBBB".into(),
+            idle_action: pico_wire::IdleAction::Delete,
+            paused_at: None,
         }
     }
 

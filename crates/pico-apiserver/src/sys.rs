@@ -53,7 +53,7 @@ pub fn raise_fd_limit() -> u64 {
     limit.rlim_cur
 }
 
-pub use libc::{SIGKILL, SIGTERM};
+pub use libc::{SIGCONT, SIGKILL, SIGSTOP, SIGTERM};
 
 /// Makes the child of `command` join the given `cgroup.procs` files before it executes, so
 /// that it and everything it starts are counted from its first instruction.

@@ -241,6 +241,8 @@ fn record(owner: &str, status: SessionStatus, expires_in: i64) -> SessionRecord 
         username: "sandbox".into(),
         host_public_key: "ssh-ed25519 AAAA".into(),
         authorized_key: "ssh-ed25519 BBBB".into(),
+        idle_action: Default::default(),
+        paused_at: None,
     }
 }
 

@@ -240,6 +240,12 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/sessions/{id}/pause` or `…/resume`.
+    pub async fn session_action(&self, id: Uuid, action: &str) -> anyhow::Result<Session> {
+        self.call("POST", &format!("/v1/sessions/{id}/{action}"), None::<&()>)
+            .await
+    }
+
     /// A session id from a full id or a unique prefix of one of the caller's sessions.
     pub async fn resolve(&self, text: &str) -> anyhow::Result<Uuid> {
         let text = text.trim();

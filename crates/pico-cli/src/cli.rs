@@ -81,6 +81,18 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
+    /// Pause a session: its processes stop, its files (and, locally, its memory) stay.
+    Pause {
+        id: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Resume a paused session (any ssh, exec or cp to it resumes it too).
+    Resume {
+        id: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Open a shell in a session, or run one command when one is given: `pico ssh ID`,
     /// `pico ssh ID 'echo hi; exit 4'` (as with OpenSSH), `pico ssh ID -- ls -la`.
     Ssh {
@@ -170,9 +182,12 @@ pub struct CreateArgs {
     /// Container image.
     #[arg(long)]
     pub image: Option<String>,
-    /// Seconds without traffic after which the session is deleted (0 = never).
+    /// Seconds without traffic after which the session is deleted or paused (0 = never).
     #[arg(long)]
     pub idle_timeout: Option<u64>,
+    /// What the idle timeout does: delete (default) or pause.
+    #[arg(long, value_parser = parse_idle_action)]
+    pub idle_action: Option<pico_wire::IdleAction>,
     /// A label `key=value`; repeatable.
     #[arg(long = "metadata", short = 'm', value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub metadata: Vec<(String, String)>,
@@ -190,6 +205,14 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+fn parse_idle_action(text: &str) -> Result<pico_wire::IdleAction, String> {
+    match text {
+        "delete" => Ok(pico_wire::IdleAction::Delete),
+        "pause" => Ok(pico_wire::IdleAction::Pause),
+        _ => Err(format!("{text:?}: use delete or pause")),
     }
 }
 

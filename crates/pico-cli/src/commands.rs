@@ -54,6 +54,7 @@ pub async fn create(client: &Client, settings: &Settings, args: CreateArgs) -> a
         ssh_public_key: Some(settings.public_key()?),
         metadata: (!metadata.is_empty()).then_some(metadata),
         idle_timeout: args.idle_timeout,
+        idle_action: args.idle_action,
     };
     let bar = spinner("starting session…");
     let result = async {
@@ -210,6 +211,7 @@ fn status(session: &Session) -> &'static str {
     match session.status {
         pico_wire::SessionStatus::Pending => "pending",
         pico_wire::SessionStatus::Running => "running",
+        pico_wire::SessionStatus::Paused => "paused",
         pico_wire::SessionStatus::Failed => "failed",
         pico_wire::SessionStatus::Terminating => "terminating",
     }

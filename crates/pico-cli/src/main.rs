@@ -124,6 +124,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let session = client.extend(client.resolve(&id).await?, ttl).await?;
             commands::print_session(&session, output)?;
         }
+        Command::Pause { id, output } => {
+            let id = client.resolve(&id).await?;
+            let session = client.session_action(id, "pause").await?;
+            commands::print_session(&session, output)?;
+        }
+        Command::Resume { id, output } => {
+            let id = client.resolve(&id).await?;
+            let session = client.session_action(id, "resume").await?;
+            commands::print_session(&session, output)?;
+        }
         Command::Ssh { id, tty, command } => {
             let command = (!command.is_empty()).then(|| ssh::command_line(&command));
             let pty = tty || (command.is_none() && term::stdin_is_tty());

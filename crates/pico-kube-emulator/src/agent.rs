@@ -9,6 +9,7 @@ use base64::Engine;
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::claims::Claims;
 use crate::resources::SECRETS;
 use crate::store::{ObjKey, Store};
 
@@ -97,6 +98,7 @@ pub enum VolumeError {
 /// Makes a temp dir per volume the container mounts; Secret volumes get the Secret's keys as files.
 pub fn prepare_volumes(
     store: &Store,
+    claims: &Claims,
     ns: &str,
     pod: &Value,
     container: &Value,
@@ -118,9 +120,17 @@ pub fn prepare_volumes(
         let (Some(vname), Some(mount_path)) = (m["name"].as_str(), m["mountPath"].as_str()) else {
             continue;
         };
-        let dir = match by_volume.get(vname) {
-            Some(d) => d.clone(),
-            None => {
+        let vol = volumes.iter().find(|v| v["name"] == vname);
+        let claim = vol.and_then(|v| v["persistentVolumeClaim"]["claimName"].as_str());
+        let dir = match (by_volume.get(vname), claim) {
+            (Some(d), _) => d.clone(),
+            // A claim's data outlives the pod: not one of the pod's temp dirs.
+            (None, Some(claim)) => {
+                let d = claims.dir(ns, claim).map_err(VolumeError::Io)?;
+                by_volume.insert(vname.to_string(), d.clone());
+                d
+            }
+            (None, None) => {
                 let d = tmp()?;
                 let vol = volumes
                     .iter()
@@ -275,7 +285,8 @@ mod tests {
             }],
         }});
         let c = agent_container(&pod).expect("agent container");
-        let vols = prepare_volumes(&store, "ns", &pod, c)
+        let claims = Claims::new().expect("claims");
+        let vols = prepare_volumes(&store, &claims, "ns", &pod, c)
             .ok()
             .expect("volumes");
         let cmd = agent_command(c, &vols, Ipv4Addr::new(127, 0, 1, 7));
@@ -298,7 +309,7 @@ mod tests {
             "containers": [{"name": "a", "command": ["pico-agent", "serve"], "volumeMounts": [{"name": "k", "mountPath": "/k"}]}]}});
         let c = agent_container(&pod).expect("agent");
         assert!(
-            matches!(prepare_volumes(&store, "ns", &pod, c), Err(VolumeError::MissingSecret(s)) if s == "nope")
+            matches!(prepare_volumes(&store, &Claims::new().expect("claims"), "ns", &pod, c), Err(VolumeError::MissingSecret(s)) if s == "nope")
         );
     }
 }

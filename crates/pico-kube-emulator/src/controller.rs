@@ -129,6 +129,7 @@ fn pod_for(sb: &Value, name: &str, hash: &str, ov: &str) -> Value {
         spec["hostname"] = json!(name);
     }
     spec["nodeName"] = json!(NODE_NAME);
+    crate::claims::add_claim_volumes(&mut spec, sb, name);
     let mut pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",

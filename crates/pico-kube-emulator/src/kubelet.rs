@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agent::{self, VolumeError};
+use crate::claims::Claims;
 use crate::config::{FailureKind, ImageFailure};
 use crate::podnet::next_ip;
-use crate::resources::{PODS, SECRETS};
+use crate::resources::{PODS, SANDBOXES, SECRETS};
 use crate::selector::Filter;
 use crate::status::{self, ContainerState};
 use crate::store::{EventType, ObjKey, Store};
@@ -80,6 +81,7 @@ pub struct Kubelet {
     pub logs: PodLogs,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    pub claims: Claims,
 }
 
 impl Kubelet {
@@ -109,6 +111,9 @@ impl Kubelet {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 r = rx.recv() => match r {
+                    Ok(ev) if ev.key.res == SANDBOXES.key && ev.kind == EventType::Deleted => {
+                        self.claims.forget_sandbox(&ev.object);
+                    }
                     Ok(ev) if ev.key.res == PODS.key => match ev.kind {
                         EventType::Added => self.start(&mut runners, &ev.object),
                         EventType::Deleted => {
@@ -155,6 +160,7 @@ impl Kubelet {
             settings,
             logs: self.logs.clone(),
             token,
+            claims: self.claims.clone(),
         };
         self.tracker.spawn(runner.run());
     }
@@ -168,6 +174,7 @@ struct PodRunner {
     settings: KubeletSettings,
     logs: PodLogs,
     token: CancellationToken,
+    claims: Claims,
 }
 
 impl PodRunner {
@@ -364,7 +371,13 @@ impl PodRunner {
         };
         let mut rx = self.store.subscribe();
         let vols = loop {
-            match agent::prepare_volumes(&self.store, &self.key.ns, &self.pod, container) {
+            match agent::prepare_volumes(
+                &self.store,
+                &self.claims,
+                &self.key.ns,
+                &self.pod,
+                container,
+            ) {
                 Ok(v) => break v,
                 Err(VolumeError::MissingSecret(name)) => {
                     let msg = format!("MountVolume.SetUp failed: secret \"{name}\" not found");

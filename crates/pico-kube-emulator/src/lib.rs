@@ -2,6 +2,7 @@
 
 mod agent;
 mod api;
+mod claims;
 mod config;
 mod controller;
 mod defaults;

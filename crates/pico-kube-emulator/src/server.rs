@@ -104,6 +104,7 @@ impl Emulator {
             logs,
             shutdown: shutdown.child_token(),
             tracker: tracker.clone(),
+            claims: crate::claims::Claims::new()?,
         };
         tracker.spawn(kubelet.run());
         tracing::info!(%addr, "kubernetes API emulator listening");

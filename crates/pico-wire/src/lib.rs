@@ -65,6 +65,20 @@ pub struct CreateSessionRequest {
         deserialize_with = "integer::option::deserialize"
     )]
     pub idle_timeout: Option<u64>,
+    /// What the idle timeout does: `delete` the session (default) or `pause` it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_action: Option<IdleAction>,
+}
+
+/// What happens to a session that has been idle for its `idleTimeout`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IdleAction {
+    /// Deleted, with everything in it.
+    #[default]
+    Delete,
+    /// Paused: its processes stop, its memory and files stay until the TTL ends it.
+    Pause,
 }
 
 /// Body of `PATCH /v1/sessions/{id}`; unknown fields are refused.
@@ -82,6 +96,9 @@ pub struct ExtendSessionRequest {
 pub enum SessionStatus {
     Pending,
     Running,
+    /// Every process of the sandbox is stopped; memory and files are kept (`POST …/resume`,
+    /// or any tunnel, exec or file call, continues it).
+    Paused,
     Failed,
     Terminating,
 }
@@ -117,6 +134,11 @@ pub struct Session {
     pub image: Option<String>,
     pub ttl: u64,
     pub idle_timeout: u64,
+    pub idle_action: IdleAction,
+    /// When the session was last paused; `null` unless `status` is `paused`.
+    #[serde(default, with = "timestamp::option")]
+    #[schema(value_type = Option<String>, format = DateTime, nullable = true)]
+    pub paused_at: Option<OffsetDateTime>,
     pub ssh: SshInfo,
     /// The server-made private key (OpenSSH format); present only in the create response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,6 +210,8 @@ pub enum ErrorCode {
     InvalidSignal,
     /// The session's cap of background processes is reached.
     TooManyProcesses,
+    /// The session's status does not allow the operation (e.g. pausing a pending session).
+    InvalidState,
 }
 
 impl ErrorCode {
@@ -214,7 +238,8 @@ impl ErrorCode {
             Self::FileExists
             | Self::DirectoryNotEmpty
             | Self::PathConflict
-            | Self::ProcessExited => 409,
+            | Self::ProcessExited
+            | Self::InvalidState => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::RangeNotSatisfiable => 416,
@@ -264,6 +289,7 @@ impl ErrorCode {
             Self::ProcessExited => "PROCESS_EXITED",
             Self::InvalidSignal => "INVALID_SIGNAL",
             Self::TooManyProcesses => "TOO_MANY_PROCESSES",
+            Self::InvalidState => "INVALID_STATE",
         }
     }
 }

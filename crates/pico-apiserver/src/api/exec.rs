@@ -191,7 +191,7 @@ async fn run(
     stream: bool,
 ) -> Result<Response, ApiError> {
     let id = super::sessions::session_id(id)?;
-    let live = state.service.ready_session(caller, id)?;
+    let live = state.service.ready_session(caller, id).await?;
     let conn = state
         .agents
         .connection(state.service.runtime(), &live)

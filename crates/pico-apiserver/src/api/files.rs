@@ -117,7 +117,7 @@ async fn sftp(
     id: &str,
 ) -> Result<std::sync::Arc<Sftp>, ApiError> {
     let id = super::sessions::session_id(id)?;
-    let live = state.service.ready_session(caller, id)?;
+    let live = state.service.ready_session(caller, id).await?;
     let conn = state
         .agents
         .connection(state.service.runtime(), &live)

@@ -38,7 +38,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<HealthResponse
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let counts = state.service.count_by_status();
-    let mut by_status: Vec<(&str, u64)> = ["pending", "running", "failed", "terminating"]
+    let mut by_status: Vec<(&str, u64)> = ["pending", "running", "paused", "failed", "terminating"]
         .iter()
         .map(|s| (*s, counts.get(s).copied().unwrap_or(0)))
         .collect();

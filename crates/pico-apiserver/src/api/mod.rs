@@ -6,6 +6,7 @@ mod exec_output;
 mod files;
 mod health;
 pub mod openapi;
+mod pause;
 mod processes;
 mod range;
 mod responses;
@@ -89,6 +90,8 @@ fn exec_routes(prefix: &str) -> Router<AppState> {
     Router::new()
         .route(&format!("{prefix}/{{id}}/commands"), post(exec::commands))
         .route(&format!("{prefix}/{{id}}/code"), post(exec::code))
+        .route(&format!("{prefix}/{{id}}/pause"), post(pause::pause))
+        .route(&format!("{prefix}/{{id}}/resume"), post(pause::resume))
         .route(
             &format!("{prefix}/{{id}}/files"),
             get(files::download)

@@ -25,6 +25,8 @@ use utoipa::{Modify, OpenApi};
         super::sessions::get,
         super::sessions::extend,
         super::sessions::delete,
+        super::pause::pause,
+        super::pause::resume,
         super::exec::commands,
         super::exec::code,
         super::files::upload,

@@ -61,7 +61,7 @@ fn call_error(err: ProcCallError) -> ApiError {
 
 async fn agent(state: &AppState, caller: &Caller, id: &str) -> Result<Arc<AgentConn>, ApiError> {
     let id = super::sessions::session_id(id)?;
-    let live = state.service.ready_session(caller, id)?;
+    let live = state.service.ready_session(caller, id).await?;
     state
         .agents
         .connection(state.service.runtime(), &live)

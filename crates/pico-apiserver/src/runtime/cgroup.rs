@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-const ROOT: &str = "/sys/fs/cgroup";
+pub(super) const ROOT: &str = "/sys/fs/cgroup";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -46,10 +46,7 @@ impl Cgroups {
     /// their own groups and never touch these.
     pub fn detect(state_dir: &Path) -> Self {
         let root = Path::new(ROOT);
-        let server = format!(
-            "pico/{:016x}",
-            fnv1a(state_dir.as_os_str().as_encoded_bytes())
-        );
+        let server = server_group(state_dir);
         if root.join("cgroup.controllers").is_file() {
             let parent = root.join(&server);
             let enabled = std::fs::create_dir_all(&parent)
@@ -177,6 +174,14 @@ impl Cgroups {
             }
         }
     }
+}
+
+/// `pico/<hash of the state directory>`: this server's groups under each hierarchy.
+pub(super) fn server_group(state_dir: &Path) -> String {
+    format!(
+        "pico/{:016x}",
+        fnv1a(state_dir.as_os_str().as_encoded_bytes())
+    )
 }
 
 /// A stable 64-bit hash (FNV-1a), for naming this server's cgroups.

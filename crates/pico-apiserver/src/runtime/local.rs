@@ -21,12 +21,16 @@ use uuid::Uuid;
 
 use super::cgroup::{Cgroups, Limits};
 use super::disk;
+use super::freezer::Freezer;
 use super::heartbeat::{spawn_heartbeat, write_expiry};
 use super::start_lock::StartLocks;
 use super::uids::UidPool;
 use super::{BoxedStream, Recovery, Runtime, RuntimeError, SandboxSpec};
 use crate::store::SessionRecord;
 use crate::sys;
+
+#[path = "local_pause.rs"]
+mod pause;
 
 pub struct LocalConfig {
     pub state_dir: PathBuf,
@@ -49,6 +53,8 @@ pub struct LocalRuntime {
     private_network: bool,
     limits: Limits,
     cgroups: Cgroups,
+    /// How `pause` stops a sandbox (see `freezer.rs`).
+    freezer: Freezer,
     uids: UidPool,
     /// `mkfs.ext4` and the image size, when sessions get a disk of their own.
     disk: Option<(PathBuf, u64)>,
@@ -101,7 +107,13 @@ impl LocalRuntime {
             }
         };
         spawn_heartbeat(config.state_dir.join("heartbeat"));
+        let freezer = Freezer::detect(&cgroups, &config.state_dir);
+        tracing::info!(
+            freezer = freezer.name(),
+            "local runtime pauses sandboxes with this"
+        );
         Ok(Self {
+            freezer,
             disk,
             uids: UidPool::new(config.state_dir.join("uid-next")),
             private_network: config.private_network,
@@ -227,10 +239,15 @@ impl LocalRuntime {
             // and a whole group can be killed at delete.
             .process_group(0)
             .kill_on_drop(false);
-        let procs = self
+        let mut procs = self
             .cgroups
             .create(id, self.limits)
             .map_err(|e| RuntimeError::Create(format!("cannot set the sandbox's limits: {e}")))?;
+        procs.extend(
+            self.freezer
+                .procs(id)
+                .map_err(|e| RuntimeError::Create(format!("cannot make the freezer group: {e}")))?,
+        );
         sys::join_cgroups_before_exec(&mut command, &procs);
         let mut child = command
             .spawn()
@@ -304,6 +321,7 @@ impl LocalRuntime {
 
     async fn remove_session_dir(&self, id: Uuid) -> Result<(), RuntimeError> {
         self.cgroups.remove(id).await;
+        self.freezer.remove(id).await;
         let dir = self.dir(id);
         if let Some(uid) = self.read_uid(&dir).await {
             self.uids.release(uid);
@@ -363,6 +381,8 @@ impl Runtime for LocalRuntime {
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), RuntimeError> {
+        // A frozen agent would hold its SIGTERM until thawed: thaw first, then stop it.
+        self.thaw_quietly(id).await;
         self.stop_agent(id).await;
         self.remove_session_dir(id).await
     }
@@ -415,6 +435,14 @@ impl Runtime for LocalRuntime {
         self.stop_agent(record.id).await;
         self.start_agent(record.id, &record.username).await?;
         Ok(Recovery::Restarted)
+    }
+
+    async fn pause(&self, id: Uuid) -> Result<(), RuntimeError> {
+        self.pause_sandbox(id).await
+    }
+
+    async fn resume(&self, id: Uuid) -> Result<(), RuntimeError> {
+        self.resume_sandbox(id).await
     }
 
     async fn remove_orphans(&self, known: &[Uuid]) -> Result<usize, RuntimeError> {

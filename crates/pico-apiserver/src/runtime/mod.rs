@@ -2,6 +2,7 @@
 
 pub mod cgroup;
 mod disk;
+mod freezer;
 mod heartbeat;
 pub mod kubernetes;
 pub mod local;
@@ -154,4 +155,26 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// After a restart: removes sandboxes that no record knows (e.g. a create cut short).
     async fn remove_orphans(&self, known: &[Uuid]) -> Result<usize, RuntimeError>;
+
+    /// Stops every process of the sandbox from using CPU, keeping its files (and, where the
+    /// runtime can, its memory); pausing a paused sandbox succeeds.
+    async fn pause(&self, id: Uuid) -> Result<(), RuntimeError> {
+        let _ = id;
+        Err(unsupported(self.name()))
+    }
+
+    /// Lets a paused sandbox continue; returns once its SSH server accepts connections.
+    /// Resuming a running sandbox succeeds.
+    async fn resume(&self, id: Uuid) -> Result<(), RuntimeError> {
+        let _ = id;
+        Err(unsupported(self.name()))
+    }
+}
+
+/// What a runtime without pause answers (the client sees why).
+fn unsupported(runtime: &str) -> RuntimeError {
+    RuntimeError::SandboxFailed {
+        kind: FailureKind::Unavailable,
+        why: format!("the {runtime} runtime cannot pause sessions"),
+    }
 }

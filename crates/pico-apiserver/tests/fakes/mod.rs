@@ -30,6 +30,10 @@ pub struct FakeRuntime {
     pub failing_deletes: AtomicU32,
     pub deletes: Mutex<Vec<Uuid>>,
     pub orphan_checks: Mutex<Vec<Vec<Uuid>>>,
+    /// Sandboxes paused now, and how often pause and resume were asked for.
+    pub paused: Mutex<HashSet<Uuid>>,
+    pub pauses: AtomicU32,
+    pub resumes: AtomicU32,
 }
 
 impl Default for FakeRuntime {
@@ -41,6 +45,9 @@ impl Default for FakeRuntime {
             failing_deletes: AtomicU32::new(0),
             deletes: Mutex::default(),
             orphan_checks: Mutex::default(),
+            paused: Mutex::default(),
+            pauses: AtomicU32::new(0),
+            resumes: AtomicU32::new(0),
         }
     }
 }
@@ -113,6 +120,20 @@ impl Runtime for FakeRuntime {
             }
             Err(()) => Err(RuntimeError::Unavailable("files are gone".into())),
         }
+    }
+
+    async fn pause(&self, id: Uuid) -> Result<(), RuntimeError> {
+        self.pauses.fetch_add(1, Ordering::SeqCst);
+        self.paused.lock().expect("lock").insert(id);
+        Ok(())
+    }
+
+    async fn resume(&self, id: Uuid) -> Result<(), RuntimeError> {
+        self.resumes.fetch_add(1, Ordering::SeqCst);
+        // A real resume takes a while (a pod to start): concurrent callers overlap here.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        self.paused.lock().expect("lock").remove(&id);
+        Ok(())
     }
 
     async fn remove_orphans(&self, known: &[Uuid]) -> Result<usize, RuntimeError> {

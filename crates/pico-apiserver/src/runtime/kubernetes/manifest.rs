@@ -1,7 +1,7 @@
 //! Pure builders: the Sandbox and Secret of a session, and the session record read back from
 //! a Sandbox's labels and annotations. No I/O here; unit-tested as data.
 
-use pico_wire::SessionStatus;
+use pico_wire::{IdleAction, SessionStatus};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -33,6 +33,8 @@ const A_USERNAME: &str = "pico.dev/username";
 const A_HOST_KEY: &str = "pico.dev/host-public-key";
 const A_AUTHORIZED: &str = "pico.dev/authorized-key";
 const A_STATUS: &str = "pico.dev/status";
+const A_IDLE_ACTION: &str = "pico.dev/idle-action";
+const A_PAUSED: &str = "pico.dev/paused-at";
 
 /// Where the keys and the agent appear inside the sandbox container.
 pub const AGENT_DIR: &str = "/pico";
@@ -60,6 +62,8 @@ pub struct PodSettings {
     pub ssh_port: u16,
     pub ssh_username: String,
     pub runtime_class: Option<String>,
+    /// Storage request of the home volume claim; `None` = an emptyDir home.
+    pub home_volume: Option<String>,
     /// `imagePullPolicy` of the agent's init container (`IfNotPresent`: an image loaded into
     /// the node, as `kind load` does, is used without a registry).
     pub agent_pull_policy: String,
@@ -114,6 +118,13 @@ fn status_name(status: SessionStatus) -> &'static str {
     crate::service::status_name(status)
 }
 
+fn idle_action_name(action: IdleAction) -> &'static str {
+    match action {
+        IdleAction::Delete => "delete",
+        IdleAction::Pause => "pause",
+    }
+}
+
 fn labels(record: &SessionRecord) -> Value {
     json!({
         MANAGED_BY: MANAGER,
@@ -129,6 +140,8 @@ pub fn mutable_annotations(record: &SessionRecord) -> Value {
         A_ACTIVITY: rfc3339(record.last_activity_at),
         A_TTL: record.ttl.to_string(),
         A_STATUS: status_name(record.status),
+        // `null` removes the annotation in a merge patch.
+        A_PAUSED: record.paused_at.map(rfc3339),
     })
 }
 
@@ -138,6 +151,7 @@ fn annotations(record: &SessionRecord) -> Value {
         A_METADATA: Value::Object(record.metadata.clone()).to_string(),
         A_CREATED: rfc3339(record.created_at),
         A_IDLE: record.idle_timeout.to_string(),
+        A_IDLE_ACTION: idle_action_name(record.idle_action),
         A_USERNAME: record.username,
         A_HOST_KEY: record.host_public_key,
         A_AUTHORIZED: record.authorized_key,
@@ -146,7 +160,8 @@ fn annotations(record: &SessionRecord) -> Value {
         all[A_IMAGE] = json!(image);
     }
     if let (Some(all), Value::Object(more)) = (all.as_object_mut(), mutable_annotations(record)) {
-        all.extend(more);
+        // A create has nothing to remove: no `null`s in a new object's annotations.
+        all.extend(more.into_iter().filter(|(_, v)| !v.is_null()));
     }
     all
 }
@@ -226,12 +241,31 @@ pub fn sandbox(record: &SessionRecord, version: &str, pod: &PodSettings) -> Valu
     });
     // Both versions have it (v1alpha1 too): without it an expired Sandbox stays behind.
     spec["shutdownPolicy"] = json!("Delete");
+    if let (Some(size), AgentMode::Inject) = (&pod.home_volume, pod.agent_mode) {
+        home_on_claim(&mut spec, size);
+    }
     json!({
         "apiVersion": format!("{GROUP}/{version}"),
         "kind": KIND,
         "metadata": {"name": name, "labels": labels(record), "annotations": annotations(record)},
         "spec": spec,
     })
+}
+
+/// The home directory on a claim of the Sandbox (`volumeClaimTemplates`): the controller
+/// makes the PersistentVolumeClaim `pico-home-<sandbox>` and a pod volume of the same name
+/// as the template, so the files outlive the pod (a pause scales it to zero).
+fn home_on_claim(spec: &mut Value, size: &str) {
+    if let Some(volumes) = spec["podTemplate"]["spec"]["volumes"].as_array_mut() {
+        volumes.retain(|v| v["name"] != "pico-home");
+    }
+    spec["volumeClaimTemplates"] = json!([{
+        "metadata": {"name": "pico-home"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": size}},
+        },
+    }]);
 }
 
 /// `image` mode: the image's own command, the public key in the environment, no agent.
@@ -312,6 +346,7 @@ pub fn record_from(sandbox: &Value) -> Option<SessionRecord> {
     } else {
         match notes.get(A_STATUS).and_then(Value::as_str) {
             Some("running") => SessionStatus::Running,
+            Some("paused") => SessionStatus::Paused,
             Some("failed") => SessionStatus::Failed,
             Some("terminating") => SessionStatus::Terminating,
             _ => SessionStatus::Pending,
@@ -321,7 +356,7 @@ pub fn record_from(sandbox: &Value) -> Option<SessionRecord> {
     // the status pico wrote: the session can no longer run. A running session whose pod is
     // being recreated (`Ready=False` for another reason) is pending until it is back.
     let status = match status {
-        SessionStatus::Running | SessionStatus::Pending
+        SessionStatus::Running | SessionStatus::Pending | SessionStatus::Paused
             if super::ready::sandbox_failure(sandbox).is_some() =>
         {
             SessionStatus::Failed
@@ -351,6 +386,11 @@ pub fn record_from(sandbox: &Value) -> Option<SessionRecord> {
         username: text(notes, A_USERNAME)?,
         host_public_key: text(notes, A_HOST_KEY)?,
         authorized_key: text(notes, A_AUTHORIZED)?,
+        idle_action: match notes.get(A_IDLE_ACTION).and_then(Value::as_str) {
+            Some("pause") => IdleAction::Pause,
+            _ => IdleAction::Delete,
+        },
+        paused_at: time_of(notes, A_PAUSED),
     })
 }
 

@@ -22,11 +22,14 @@ fn record() -> SessionRecord {
         username: "sandbox".into(),
         host_public_key: "ssh-ed25519 AAAAhost pico-host".into(),
         authorized_key: "ssh-ed25519 AAAAuser pico-session".into(),
+        idle_action: pico_wire::IdleAction::Pause,
+        paused_at: None,
     }
 }
 
 fn pod() -> PodSettings {
     PodSettings {
+        home_volume: None,
         agent_mode: AgentMode::Inject,
         agent_image: "registry.example/pico:1".into(),
         default_image: "debian:stable-slim".into(),

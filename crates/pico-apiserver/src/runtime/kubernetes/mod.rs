@@ -8,6 +8,7 @@ mod hardening;
 mod manifest;
 mod ready;
 mod records;
+mod suspend;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -418,6 +419,14 @@ impl Runtime for KubernetesRuntime {
             Some(_) => Ok(Recovery::Adopted),
             None => Err(RuntimeError::Unavailable("the Sandbox is gone".into())),
         }
+    }
+
+    async fn pause(&self, id: Uuid) -> Result<(), RuntimeError> {
+        self.suspend(id).await
+    }
+
+    async fn resume(&self, id: Uuid) -> Result<(), RuntimeError> {
+        self.unsuspend(id).await
     }
 
     async fn remove_orphans(&self, _known: &[Uuid]) -> Result<usize, RuntimeError> {
