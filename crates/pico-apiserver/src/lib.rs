@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 mod host_check;
+pub mod images;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
