@@ -200,6 +200,7 @@ fn local(config: &Config) -> Result<Backend, StartError> {
                 .map_err(StartError::Config)?,
         },
         disk: runtime::cgroup::parse_size(&config.session_disk).map_err(StartError::Config)?,
+        images: runtime::local_image::image_settings(config, &state_dir)?,
     })
     .map_err(|source| StartError::Runtime {
         context: "cannot start the local runtime".into(),

@@ -25,6 +25,7 @@ use utoipa::{Modify, OpenApi};
         super::sessions::get,
         super::sessions::extend,
         super::sessions::delete,
+        super::images::list,
         super::exec::commands,
         super::exec::code,
         super::files::upload,

@@ -26,6 +26,7 @@ pub(super) fn session_id(raw: &str) -> Result<Uuid, ApiError> {
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 422, description = "IMAGE_PULL_FAILED: the image cannot be pulled; the message says why", body = ErrorBody),
         (status = 429, description = "QUOTA_EXCEEDED or RATE_LIMITED", body = ErrorBody),
         (status = 500, description = "SANDBOX_CREATE_FAILED", body = ErrorBody),
         (status = 504, description = "SANDBOX_TIMEOUT", body = ErrorBody)),

@@ -5,6 +5,7 @@ mod disk;
 mod heartbeat;
 pub mod kubernetes;
 pub mod local;
+pub mod local_image;
 mod start_lock;
 mod uids;
 
@@ -32,6 +33,8 @@ pub enum FailureKind {
     Delete,
     Unreachable,
     Unavailable,
+    /// The session's image cannot be pulled.
+    ImagePull,
 }
 
 impl std::fmt::Display for FailureKind {
@@ -42,6 +45,7 @@ impl std::fmt::Display for FailureKind {
             Self::Delete => "sandbox could not be deleted",
             Self::Unreachable => "sandbox is unreachable",
             Self::Unavailable => "runtime unavailable",
+            Self::ImagePull => "image could not be pulled",
         })
     }
 }
@@ -154,4 +158,14 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// After a restart: removes sandboxes that no record knows (e.g. a create cut short).
     async fn remove_orphans(&self, known: &[Uuid]) -> Result<usize, RuntimeError>;
+
+    /// Bytes done and total of a first pull of `image` in flight (local runtime).
+    fn image_progress(&self, _image: &str) -> Option<(u64, u64)> {
+        None
+    }
+
+    /// The image cache (local runtime; a cluster keeps its own).
+    async fn images(&self) -> Result<Vec<pico_wire::ImageInfo>, RuntimeError> {
+        Ok(Vec::new())
+    }
 }

@@ -242,6 +242,8 @@ pub fn oci_arch() -> &'static str {
 /// What goes into a test layer.
 pub enum Item<'a> {
     Dir(&'a str),
+    /// A directory anyone may write to (mode 1777), as `/tmp`.
+    OpenDir(&'a str),
     File(&'a str, &'a [u8], u32),
     Symlink(&'a str, &'a str),
 }
@@ -254,9 +256,13 @@ pub fn layer(items: &[Item<'_>]) -> Vec<u8> {
         let mut header = tar::Header::new_gnu();
         header.set_mtime(1_700_000_000);
         match item {
-            Item::Dir(path) => {
+            Item::Dir(path) | Item::OpenDir(path) => {
                 header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
+                header.set_mode(if matches!(item, Item::Dir(_)) {
+                    0o755
+                } else {
+                    0o1777
+                });
                 header.set_size(0);
                 builder
                     .append_data(&mut header, path, std::io::empty())

@@ -1,0 +1,102 @@
+//! Local sessions on an OCI image, end to end: the real server pulls from a real registry
+//! on loopback, the sandbox's root is the image (its files, Env and WorkingDir, a writable
+//! layer that survives a kill -9 restart), and a pull that cannot work says why.
+
+mod common;
+mod registry;
+
+use common::{Server, SshTarget, stderr, stdout};
+use registry::{Item, Registry, busybox_layer, config, layer};
+
+fn push_busybox(registry: &Registry, repo: &str, tag: &str) {
+    let base = busybox_layer("pico busybox image");
+    let extra = layer(&[
+        Item::OpenDir("srv"),
+        Item::File("srv/data.txt", b"from the image\n", 0o644),
+    ]);
+    registry.push_image(
+        repo,
+        tag,
+        &[base, extra],
+        &config(&["PATH=/bin", "GREETING=hello from the image"], "/srv"),
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_session_runs_on_its_image_and_keeps_its_files_across_a_restart() {
+    let registry = Registry::start();
+    push_busybox(&registry, "pico-test/busybox", "1");
+    let host = registry.host();
+    let mut server = Server::start(&["--insecure-registry", &host]);
+    let image = format!("{host}/pico-test/busybox:1");
+    let session = server.create(None, &format!(r#"{{"image": "{image}"}}"#));
+    assert_eq!(session["status"], "running", "{session}");
+    assert_eq!(session["image"], image.as_str());
+    let ssh = SshTarget::new(&server, &session, None);
+
+    let out =
+        ssh.ssh("cat /etc/os-release; echo \"$GREETING\"; pwd; cat data.txt; ls /usr 2>&1; true");
+    let id = session["sessionId"].as_str().expect("id");
+    let agent_log = server.state_dir.join("sessions").join(id).join("agent.log");
+    let agent_log = || std::fs::read_to_string(&agent_log).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{} {} {}",
+        stdout(&out),
+        stderr(&out),
+        agent_log()
+    );
+    let text = stdout(&out);
+    assert!(text.contains("NAME=\"pico busybox image\""), "{text}");
+    assert!(text.contains("hello from the image\n"), "{text}");
+    assert!(text.contains("/srv\n"), "the image's WorkingDir: {text}");
+    assert!(text.contains("from the image\n"), "{text}");
+    assert!(text.contains("No such file"), "no /usr of the host: {text}");
+
+    // The writable layer and the home directory are the session's own.
+    let out = ssh.ssh("echo mine > /srv/written && echo kept > ~/keep.txt && whoami");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let state_dir = server.state_dir.clone();
+    server.kill9();
+    common::kill_agents(&state_dir);
+    let restarted = Server::start_in(&state_dir, &["--insecure-registry", &host]);
+    drop(registry); // the cached image is enough from now on
+    let ssh = SshTarget::new(&restarted, &session, None);
+    let out = ssh.ssh("cat /srv/written ~/keep.txt; cat /etc/os-release");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("mine\nkept\n"), "{text}");
+    assert!(text.contains("pico busybox image"), "{text}");
+
+    let images = restarted.request("GET", "/v1/images").send();
+    assert_eq!(images.status, 200, "{}", images.text());
+    let images = images.json();
+    assert_eq!(images["images"][0]["reference"], image.as_str(), "{images}");
+    assert!(
+        images["images"][0]["size"].as_u64().unwrap_or(0) > 1000,
+        "{images}"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_image_that_cannot_be_pulled_fails_the_create_with_the_reason() {
+    let registry = Registry::start();
+    let host = registry.host();
+    let server = Server::start(&["--insecure-registry", &host]);
+    let body = format!(r#"{{"image": "{host}/nonexistent/image:zzz"}}"#);
+    let res = server.request("POST", "/v1/sessions").json(&body).send();
+    let err = res.assert_error(422, "IMAGE_PULL_FAILED");
+    let message = err["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("nonexistent/image:zzz") && message.contains("not found"),
+        "{err}"
+    );
+    let list = server.request("GET", "/v1/sessions").send().json();
+    assert_eq!(
+        list["total"], 0,
+        "a failed create leaves no session: {list}"
+    );
+}
