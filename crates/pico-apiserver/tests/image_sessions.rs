@@ -78,6 +78,17 @@ fn a_session_runs_on_its_image_and_keeps_its_files_across_a_restart() {
         images["images"][0]["size"].as_u64().unwrap_or(0) > 1000,
         "{images}"
     );
+    assert_eq!(images["images"][0]["sessions"], 1, "{images}");
+
+    // The CLI shows the same cache.
+    let out = std::process::Command::new(common::bin_dir().join("pico"))
+        .args(["--url", &restarted.url(), "images"])
+        .env("HOME", restarted.state_dir.with_extension("home"))
+        .output()
+        .expect("run pico");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("IMAGE") && text.contains(&image), "{text}");
 }
 
 #[test]
