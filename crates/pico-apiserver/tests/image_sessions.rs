@@ -111,3 +111,84 @@ fn an_image_that_cannot_be_pulled_fails_the_create_with_the_reason() {
         "a failed create leaves no session: {list}"
     );
 }
+
+/// A proxy to the registry that holds every connection's answer after its first 64 KiB
+/// until `open` is set: a layer's download stays in flight while the test looks.
+fn gated_proxy(registry: u16, open: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().take(64).flatten() {
+            let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", registry)) else {
+                return;
+            };
+            let (mut c_read, mut u_write) = (
+                client.try_clone().expect("clone"),
+                upstream.try_clone().expect("clone"),
+            );
+            std::thread::spawn(move || std::io::copy(&mut c_read, &mut u_write));
+            let (mut u_read, mut c_write, open) = (upstream, client, open.clone());
+            std::thread::spawn(move || {
+                let mut sent = 0usize;
+                let mut buf = [0u8; 8192];
+                loop {
+                    let n = match u_read.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    // Bounded: at most ten minutes held.
+                    for _ in 0..12_000 {
+                        if sent < 64 * 1024 || open.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    if c_write.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_first_pull_shows_progress_while_the_session_is_pending() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let registry = Registry::start();
+    push_busybox(&registry, "pico-test/slow", "1");
+    let open = std::sync::Arc::new(AtomicBool::new(false));
+    let proxy = format!("127.0.0.1:{}", gated_proxy(registry.port, open.clone()));
+    let server = std::sync::Arc::new(Server::start(&["--insecure-registry", &proxy]));
+    let body = format!(r#"{{"image": "{proxy}/pico-test/slow:1"}}"#);
+    let creating = {
+        let server = server.clone();
+        std::thread::spawn(move || server.create(None, &body))
+    };
+    let mut seen = None;
+    for _ in 0..600 {
+        let list = server.request("GET", "/v1/sessions").send().json();
+        let pull = &list["sessions"][0]["imagePull"];
+        if pull["bytesDone"].as_u64().unwrap_or(0) > 0 {
+            seen = Some(list["sessions"][0].clone());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    open.store(true, Ordering::SeqCst);
+    let session = seen.expect("a pending session with pull progress");
+    assert_eq!(session["status"], "pending", "{session}");
+    let pull = &session["imagePull"];
+    assert!(
+        pull["bytesDone"].as_u64() < pull["bytesTotal"].as_u64(),
+        "{session}"
+    );
+    let created = creating.join().expect("create");
+    assert_eq!(created["status"], "running", "{created}");
+    assert!(created.get("imagePull").is_none(), "{created}");
+}
