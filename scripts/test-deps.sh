@@ -19,6 +19,9 @@ command -v prlimit >/dev/null || need+=(util-linux)
 command -v buildah >/dev/null || need+=(buildah)
 command -v file >/dev/null || need+=(file)
 command -v strip >/dev/null || need+=(binutils)
+# OCI images of the local runtime: a registry on loopback and a static busybox to fill images.
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+[ -x /bin/busybox ] || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need[*]} (install them, or run as root)" >&2

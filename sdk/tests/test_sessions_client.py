@@ -54,9 +54,10 @@ def test_create_session_defaults_generates_key_locally(client, new_session, key_
 
 
 def test_create_session_with_options(new_session):
-    s = new_session(ttl=120, image="python:3.11", metadata={"user": "alice", "n": [1, 2]}, idle_timeout=600)
+    # No image: the local runtime would pull it (crates/pico-apiserver/tests/image_sessions.rs).
+    s = new_session(ttl=120, metadata={"user": "alice", "n": [1, 2]}, idle_timeout=600)
     assert s.ttl == 120
-    assert s.image == "python:3.11"
+    assert s.image is None
     assert s.metadata == {"user": "alice", "n": [1, 2]}
     assert s.idle_timeout == 600
     assert abs((s.expires_at - s.created_at).total_seconds() - 120) < 2

@@ -95,6 +95,14 @@ pub struct ServeArgs {
     /// With --isolate: a file the server touches while it runs.
     #[arg(long, env = "PICO_AGENT_HEARTBEAT_FILE", requires = "isolate")]
     pub heartbeat_file: Option<PathBuf>,
+    /// With --isolate, as root: the sandbox's root is an OCI image. The directory holds
+    /// `lower` (the layers' directories, top first, `:`-separated), `upper/` and `work/`
+    /// (the session's writable layer) and `merged/` (where the root is assembled).
+    #[arg(long, env = "PICO_AGENT_IMAGE_ROOT", requires = "isolate")]
+    pub image_root: Option<PathBuf>,
+    /// Working directory of commands instead of the home directory (an image's WorkingDir).
+    #[arg(long, env = "PICO_AGENT_WORKDIR")]
+    pub workdir: Option<PathBuf>,
     /// Seconds a sandbox outlives its expiry while no server is alive to adopt it.
     #[arg(long, env = "PICO_AGENT_ORPHAN_GRACE", default_value_t = 600)]
     pub orphan_grace: u64,
@@ -126,6 +134,8 @@ pub struct Settings {
     /// Home directory as the commands see it.
     pub home: PathBuf,
     pub shell: String,
+    /// Where commands start when it exists (else the home directory).
+    pub workdir: Option<PathBuf>,
     pub identity: Identity,
     pub env: Vec<(String, String)>,
     /// Names clients may set with `env` requests besides LANG, LC_* and TERM.
@@ -144,6 +154,15 @@ pub fn default_shell() -> &'static str {
     } else {
         "/bin/sh"
     }
+}
+
+/// The login shell of `name` in this (image's) /etc/passwd, else [`default_shell`].
+pub fn shell_of(name: &str) -> String {
+    lookup_user(name)
+        .ok()
+        .map(|u| u.shell)
+        .filter(|shell| Path::new(shell).exists())
+        .unwrap_or_else(|| default_shell().to_owned())
 }
 
 /// A user from /etc/passwd (read directly: a static binary has no NSS).
@@ -291,6 +310,7 @@ impl Settings {
             server_keys,
             home,
             shell: user.map_or_else(|| default_shell().to_owned(), |u| u.shell),
+            workdir: args.workdir.clone(),
             identity,
             env_names: env.iter().map(|(k, _)| k.clone()).collect(),
             env,

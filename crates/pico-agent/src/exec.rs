@@ -167,7 +167,8 @@ pub fn spawn(
         .envs(settings.command_env())
         .envs(client_env.iter().cloned());
     let home: &Path = &settings.home;
-    cmd.current_dir(if home.is_dir() { home } else { Path::new("/") });
+    let start = settings.workdir.as_deref().filter(|dir| dir.is_dir());
+    cmd.current_dir(start.unwrap_or(if home.is_dir() { home } else { Path::new("/") }));
     // The sftp server drops its own privileges, after exec, from the agent's binary.
     let identity = if matches!(program, Program::Sftp) {
         Identity::Inherit

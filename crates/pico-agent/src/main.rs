@@ -88,8 +88,13 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             expires_file: args.expires_file.as_deref(),
             heartbeat_file: args.heartbeat_file.as_deref(),
             grace: std::time::Duration::from_secs(args.orphan_grace),
+            image_root: args.image_root.as_deref(),
         };
         sys::isolate(&spec).context("setting up the sandbox namespaces")?;
+        if args.image_root.is_some() {
+            // The host's shell choice means nothing in the image's tree.
+            settings.shell = config::shell_of(&args.username);
+        }
         // Before any SSH byte is read: the agent becomes what its commands are.
         sys::drop_privileges(settings.identity).context("dropping privileges")?;
         settings.identity = sys::Identity::Inherit;

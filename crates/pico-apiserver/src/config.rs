@@ -111,6 +111,26 @@ pub struct Config {
     #[arg(long, env = "PICO_SESSION_NETWORK", value_enum)]
     pub session_network: Option<SessionNetwork>,
 
+    /// OCI images of local sessions: a registry mirror used instead of Docker Hub
+    /// (`https://mirror.example`), as dockerd's `registry-mirrors`.
+    #[arg(long, env = "PICO_REGISTRY_MIRROR")]
+    pub registry_mirror: Option<String>,
+
+    /// A registry (`HOST:PORT`) spoken to over plain HTTP, e.g. a test registry on
+    /// loopback (repeatable, or comma-separated).
+    #[arg(long, env = "PICO_INSECURE_REGISTRY", value_delimiter = ',')]
+    pub insecure_registry: Vec<String>,
+
+    /// Docker `config.json` with registry credentials (`auths`). Default:
+    /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`, when it exists.
+    #[arg(long, env = "PICO_REGISTRY_CONFIG")]
+    pub registry_config: Option<PathBuf>,
+
+    /// Bytes of pulled images kept in `<state-dir>/images` (e.g. 20G; 0 = no limit): beyond
+    /// it, images no session uses are removed, least recently pulled first.
+    #[arg(long, env = "PICO_IMAGE_CACHE_SIZE", default_value = "20G")]
+    pub image_cache_size: String,
+
     /// Memory of one local sandbox, all its processes together (e.g. 512M, 4G; 0 = no limit).
     #[arg(long, env = "PICO_SESSION_MEMORY", default_value = "4G")]
     pub session_memory: String,

@@ -154,6 +154,9 @@ impl From<RuntimeError> for ApiError {
             Some(FailureKind::Unavailable) => {
                 (ErrorCode::Unavailable, "the sandbox runtime is unavailable")
             }
+            Some(FailureKind::ImagePull) => {
+                (ErrorCode::ImagePullFailed, "the image could not be pulled")
+            }
             None => (ErrorCode::InternalError, "internal error"),
         };
         let message = match &err {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 mod host_check;
+pub mod images;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
@@ -201,6 +202,7 @@ fn local(config: &Config) -> Result<Backend, StartError> {
                 .map_err(StartError::Config)?,
         },
         disk: runtime::cgroup::parse_size(&config.session_disk).map_err(StartError::Config)?,
+        images: runtime::local_image::image_settings(config, &state_dir)?,
     })
     .map_err(|source| StartError::Runtime {
         context: "cannot start the local runtime".into(),

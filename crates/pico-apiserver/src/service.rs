@@ -301,6 +301,22 @@ impl SessionService {
         Ok(record)
     }
 
+    /// A pending session's image pull progress, while the runtime pulls it.
+    fn with_pull_progress(&self, mut session: Session) -> Session {
+        if session.status == SessionStatus::Pending
+            && let Some(image) = &session.image
+        {
+            session.image_pull =
+                self.runtime
+                    .image_progress(image)
+                    .map(|(bytes_done, bytes_total)| pico_wire::ImagePull {
+                        bytes_done,
+                        bytes_total,
+                    });
+        }
+        session
+    }
+
     fn forget(&self, id: Uuid) -> Option<Arc<LiveSession>> {
         let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
         map.remove(&id)
@@ -308,7 +324,7 @@ impl SessionService {
 
     pub fn get(&self, caller: &Caller, id: Uuid) -> Result<Session, ApiError> {
         let live = self.visible(caller, id)?;
-        Ok(to_wire(&live.record(), None))
+        Ok(self.with_pull_progress(to_wire(&live.record(), None)))
     }
 
     pub fn list(&self, caller: &Caller, limit: u32, offset: u64) -> SessionList {
@@ -324,7 +340,7 @@ impl SessionService {
             .iter()
             .skip(usize::try_from(offset).unwrap_or(usize::MAX))
             .take(limit as usize)
-            .map(|r| to_wire(r, None))
+            .map(|r| self.with_pull_progress(to_wire(r, None)))
             .collect();
         SessionList {
             sessions,
@@ -451,6 +467,7 @@ pub fn to_wire(record: &SessionRecord, ssh_private_key: Option<String>) -> Sessi
             host_keys: vec![record.host_public_key.clone()],
             tunnel_path: format!("/v1/sessions/{}/tunnel", record.id),
         },
+        image_pull: None,
         ssh_private_key,
     }
 }

@@ -118,3 +118,39 @@ pub fn total_memory() -> u64 {
         .unwrap_or(0)
         .saturating_mul(u64::try_from(size).unwrap_or(0))
 }
+
+fn c_path(path: &std::path::Path) -> std::io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("path contains a NUL byte"))
+}
+
+/// An overlayfs whiteout at `path` (a 0/0 character device): hides a lower layer's file.
+pub fn make_whiteout(path: &std::path::Path) -> std::io::Result<()> {
+    let path = c_path(path)?;
+    // SAFETY: valid C string; device 0/0 is what overlayfs reads as a whiteout.
+    if unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Marks `dir` opaque for overlayfs: lower layers' entries of it are hidden.
+pub fn set_opaque(dir: &std::path::Path) -> std::io::Result<()> {
+    let path = c_path(dir)?;
+    let value = b"y";
+    // SAFETY: valid C strings and a value buffer of the length passed.
+    let ret = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if ret != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

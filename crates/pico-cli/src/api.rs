@@ -222,6 +222,10 @@ impl Client {
         self.call("GET", &path, None::<&()>).await
     }
 
+    pub async fn images(&self) -> anyhow::Result<pico_wire::ImageList> {
+        self.call("GET", "/v1/images", None::<&()>).await
+    }
+
     pub async fn get(&self, id: Uuid) -> anyhow::Result<Session> {
         self.call("GET", &format!("/v1/sessions/{id}"), None::<&()>)
             .await

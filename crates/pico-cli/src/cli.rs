@@ -61,6 +61,11 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
+    /// List the server's image cache (local runtime): references, sizes, sessions using them.
+    Images {
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Show one session (and pin its host key).
     Get {
         id: String,

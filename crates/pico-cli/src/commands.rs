@@ -155,6 +155,37 @@ pub async fn list(client: &Client, limit: u32, offset: u64, output: Output) -> a
     Ok(())
 }
 
+pub async fn images(client: &Client, output: Output) -> anyhow::Result<()> {
+    let list = client.images().await?;
+    if output == Output::Json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&list)?))?;
+        return Ok(());
+    }
+    if list.images.is_empty() {
+        emit("no cached images\n")?;
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut rows = vec![[
+        "IMAGE".to_owned(),
+        "DIGEST".to_owned(),
+        "SIZE".to_owned(),
+        "PULLED".to_owned(),
+        "SESSIONS".to_owned(),
+    ]];
+    for image in &list.images {
+        rows.push([
+            image.reference.clone(),
+            image.digest.chars().take(19).collect(),
+            format!("{:.1} MB", image.size as f64 / 1e6),
+            format!("{} ago", human(now - image.pulled_at)),
+            image.sessions.to_string(),
+        ]);
+    }
+    emit(&table(&rows))?;
+    Ok(())
+}
+
 pub fn print_session(session: &Session, output: Output) -> anyhow::Result<()> {
     if output == Output::Json {
         emit(&format!("{}\n", serde_json::to_string_pretty(session)?))?;

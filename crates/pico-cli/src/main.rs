@@ -107,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             offset,
             output,
         } => commands::list(&client, limit, offset, output).await?,
+        Command::Images { output } => commands::images(&client, output).await?,
         Command::Get { id, output } => {
             let session = client.get(client.resolve(&id).await?).await?;
             settings.pin_host_keys(&session.session_id.to_string(), &session.ssh.host_keys)?;

@@ -117,14 +117,11 @@ fn the_whole_lifecycle_through_pico() {
         "--no-wait",
         "--idle-timeout",
         "120",
-        "--image",
-        "debian:12",
         "-o",
         "json",
     ]))
     .expect("json");
     assert_eq!(created["idleTimeout"], 120);
-    assert_eq!(created["image"], "debian:12");
     assert!(
         created.get("sshPrivateKey").is_none(),
         "pico brings its own key"

@@ -140,9 +140,43 @@ pub struct Session {
     #[schema(value_type = Option<String>, format = DateTime, nullable = true)]
     pub paused_at: Option<OffsetDateTime>,
     pub ssh: SshInfo,
+    /// While a `pending` session's image is pulled for the first time: bytes so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull: Option<ImagePull>,
     /// The server-made private key (OpenSSH format); present only in the create response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_private_key: Option<String>,
+}
+
+/// Progress of an image pull (compressed bytes of its layers; cached layers count as done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePull {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+/// One image of the local runtime's cache (`GET /v1/images`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageInfo {
+    /// The reference it was pulled as, normalised (`docker.io/library/python:3.11`).
+    pub reference: String,
+    /// The manifest digest.
+    pub digest: String,
+    /// Compressed bytes of its layers.
+    pub size: u64,
+    pub layers: u32,
+    #[serde(with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    pub pulled_at: OffsetDateTime,
+    /// Sessions that run on it now.
+    pub sessions: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageList {
+    pub images: Vec<ImageInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -212,6 +246,9 @@ pub enum ErrorCode {
     TooManyProcesses,
     /// The session's status does not allow the operation (e.g. pausing a pending session).
     InvalidState,
+    /// The session's image cannot be pulled (unknown, access refused, digest mismatch,
+    /// registry unreachable); the message says which.
+    ImagePullFailed,
 }
 
 impl ErrorCode {
@@ -243,6 +280,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::RangeNotSatisfiable => 416,
+            Self::ImagePullFailed => 422,
             Self::QuotaExceeded | Self::RateLimited | Self::TooManyProcesses => 429,
             Self::SandboxCreateFailed | Self::SandboxDeleteFailed | Self::InternalError => 500,
             Self::SandboxUnreachable => 502,
@@ -290,6 +328,7 @@ impl ErrorCode {
             Self::InvalidSignal => "INVALID_SIGNAL",
             Self::TooManyProcesses => "TOO_MANY_PROCESSES",
             Self::InvalidState => "INVALID_STATE",
+            Self::ImagePullFailed => "IMAGE_PULL_FAILED",
         }
     }
 }

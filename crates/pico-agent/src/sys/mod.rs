@@ -7,6 +7,7 @@
 mod disk;
 mod harden;
 mod host_view;
+mod image_root;
 mod ns;
 mod watchdog;
 

@@ -37,6 +37,9 @@ pub struct IsolateSpec<'a> {
     /// runs: past expiry plus `grace` with no heartbeat, the sandbox ends.
     pub expires_file: Option<&'a Path>,
     pub heartbeat_file: Option<&'a Path>,
+    /// The session's image root (`lower`, `upper/`, `work/`, `merged/`): the sandbox's root
+    /// becomes an overlay of the image's layers instead of the host's tree (`image_root`).
+    pub image_root: Option<&'a Path>,
     pub grace: Duration,
 }
 
@@ -188,7 +191,7 @@ fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
 }
 
 /// `move_mount` of a detached tree onto `target`.
-fn attach_tree(tree: &OwnedFd, target: &Path) -> io::Result<()> {
+pub(super) fn attach_tree(tree: &OwnedFd, target: &Path) -> io::Result<()> {
     let c_target = cstr(target)?;
     let empty = c"";
     // SAFETY: valid descriptor and C strings.
@@ -209,7 +212,7 @@ fn attach_tree(tree: &OwnedFd, target: &Path) -> io::Result<()> {
 
 /// Lays copies of /etc/passwd and /etc/group that also name the sandbox user over the
 /// originals (read-only, in this mount namespace only).
-fn add_account(username: &str, uid: u32, gid: u32) -> io::Result<()> {
+pub(super) fn add_account(username: &str, uid: u32, gid: u32) -> io::Result<()> {
     let dir = Path::new("/tmp/.pico-account");
     std::fs::create_dir(dir)?;
     let home = Path::new("/home").join(username);
@@ -264,10 +267,10 @@ fn add_account(username: &str, uid: u32, gid: u32) -> io::Result<()> {
 }
 
 /// Detached copies of the session's writable trees, taken before anything is covered.
-struct Trees {
-    home: OwnedFd,
+pub(super) struct Trees {
+    pub(super) home: OwnedFd,
     /// `/tmp`, `/var/tmp` and `/run/lock` on the session's disk; `None` = a tmpfs each.
-    scratch: Option<[OwnedFd; 3]>,
+    pub(super) scratch: Option<[OwnedFd; 3]>,
     /// The host's resolver configuration when it lives under `/run` (systemd-resolved),
     /// which the sandbox's own `/run` would otherwise hide.
     resolv: Option<(OwnedFd, PathBuf)>,
@@ -308,7 +311,7 @@ fn disk_trees(disk: &File, mountpoint: &Path, account: Option<(u32, u32)>) -> io
 }
 
 /// A writable directory of the sandbox at `target`: the disk's tree, or a fresh tmpfs.
-fn scratch_at(tree: Option<&OwnedFd>, target: &Path) -> io::Result<()> {
+pub(super) fn scratch_at(tree: Option<&OwnedFd>, target: &Path) -> io::Result<()> {
     match tree {
         Some(tree) => attach_tree(tree, target),
         None => mount(
@@ -323,7 +326,7 @@ fn scratch_at(tree: Option<&OwnedFd>, target: &Path) -> io::Result<()> {
 
 /// What a failed name lookup in an isolated sandbox finds when it looks at
 /// /etc/resolv.conf: why there is no name server (README, `--session-network`).
-const NO_DNS: &str = "\
+pub(super) const NO_DNS: &str = "\
 # pico: this sandbox's network is isolated (--session-network isolated, the default when
 # the server has auth on): it has only loopback, so no name server and no outside host is
 # reachable, and name lookups fail. The server's operator can give sessions the host's
@@ -382,6 +385,9 @@ fn setup_mounts(
         && resolv.starts_with("/run")
     {
         trees.resolv = Some((clone_tree(&resolv)?, resolv));
+    }
+    if let Some(root) = spec.image_root {
+        return super::image_root::enter(spec, root, &trees);
     }
     match read_only_host() {
         Ok(()) => {}

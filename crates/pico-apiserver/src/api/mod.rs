@@ -5,6 +5,7 @@ mod exec;
 mod exec_output;
 mod files;
 mod health;
+mod images;
 pub mod openapi;
 mod pause;
 mod processes;
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::serve))
         .route("/v1/sessions", get(sessions::list).post(sessions::create))
+        .route("/v1/images", get(images::list))
         .route(
             "/v1/sessions/{id}",
             get(sessions::get)

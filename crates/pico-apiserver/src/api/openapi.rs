@@ -27,6 +27,7 @@ use utoipa::{Modify, OpenApi};
         super::sessions::delete,
         super::pause::pause,
         super::pause::resume,
+        super::images::list,
         super::exec::commands,
         super::exec::code,
         super::files::upload,

@@ -25,6 +25,7 @@ pub(super) fn session_id(raw: &str) -> Result<Uuid, ApiError> {
         (status = 200, description = "The sandbox is running", body = Session),
         (status = 400, description = "INVALID_REQUEST, INVALID_TTL or INVALID_SSH_KEY", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody), BodyErrors,
+        (status = 422, description = "IMAGE_PULL_FAILED: the image cannot be pulled; the message says why", body = ErrorBody),
         (status = 429, description = "QUOTA_EXCEEDED or RATE_LIMITED", body = ErrorBody),
         (status = 500, description = "SANDBOX_CREATE_FAILED", body = ErrorBody),
         (status = 504, description = "SANDBOX_TIMEOUT", body = ErrorBody)),

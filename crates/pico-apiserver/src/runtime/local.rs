@@ -42,6 +42,8 @@ pub struct LocalConfig {
     pub private_network: bool,
     /// Bytes of disk of each sandbox (0 = unlimited; applied as root).
     pub disk: u64,
+    /// Where images come from (`None`: sessions with an image are refused).
+    pub images: Option<super::local_image::ImageSettings>,
 }
 
 pub struct LocalRuntime {
@@ -60,6 +62,7 @@ pub struct LocalRuntime {
     disk: Option<(PathBuf, u64)>,
     /// Serialises starts of the same session (create vs. a restart on connect) only.
     starting: StartLocks,
+    images: Option<super::local_image::ImageSettings>,
 }
 
 impl LocalRuntime {
@@ -125,6 +128,7 @@ impl LocalRuntime {
             ready_timeout: config.ready_timeout,
             as_root,
             starting: StartLocks::default(),
+            images: config.images,
         })
     }
 
@@ -209,6 +213,7 @@ impl LocalRuntime {
         if self.private_network {
             command.arg("--private-network");
         }
+        command.args(super::local_image::agent_args(&dir));
         if dir.join(disk::IMAGE).is_file() {
             command.arg("--disk").arg(dir.join(disk::IMAGE));
         }
@@ -364,6 +369,9 @@ impl Runtime for LocalRuntime {
         let dir = self.dir(id);
         let started = async {
             self.prepare_dir(&dir, &spec, uid).await?;
+            if let Some(image) = &spec.record.image {
+                super::local_image::prepare(self.images.as_ref(), image, &dir).await?;
+            }
             self.start_agent(id, &spec.record.username).await
         }
         .await;
@@ -376,6 +384,9 @@ impl Runtime for LocalRuntime {
                 self.uids.release(uid);
             }
             return Err(err);
+        }
+        if let (Some(images), Some(_)) = (&self.images, &spec.record.image) {
+            super::local_image::evict(images, &self.sessions_dir).await;
         }
         Ok(())
     }
@@ -468,6 +479,17 @@ impl Runtime for LocalRuntime {
             }
         }
         Ok(removed)
+    }
+
+    fn image_progress(&self, image: &str) -> Option<(u64, u64)> {
+        self.images.as_ref()?.store.progress(image)
+    }
+
+    async fn images(&self) -> Result<Vec<pico_wire::ImageInfo>, RuntimeError> {
+        Ok(match &self.images {
+            Some(images) => super::local_image::list(images, &self.sessions_dir),
+            None => Vec::new(),
+        })
     }
 }
 

@@ -6,6 +6,7 @@ mod freezer;
 mod heartbeat;
 pub mod kubernetes;
 pub mod local;
+pub mod local_image;
 mod start_lock;
 mod uids;
 
@@ -33,6 +34,8 @@ pub enum FailureKind {
     Delete,
     Unreachable,
     Unavailable,
+    /// The session's image cannot be pulled.
+    ImagePull,
 }
 
 impl std::fmt::Display for FailureKind {
@@ -43,6 +46,7 @@ impl std::fmt::Display for FailureKind {
             Self::Delete => "sandbox could not be deleted",
             Self::Unreachable => "sandbox is unreachable",
             Self::Unavailable => "runtime unavailable",
+            Self::ImagePull => "image could not be pulled",
         })
     }
 }
@@ -168,6 +172,16 @@ pub trait Runtime: Send + Sync + 'static {
     async fn resume(&self, id: Uuid) -> Result<(), RuntimeError> {
         let _ = id;
         Err(unsupported(self.name()))
+    }
+
+    /// Bytes done and total of a first pull of `image` in flight (local runtime).
+    fn image_progress(&self, _image: &str) -> Option<(u64, u64)> {
+        None
+    }
+
+    /// The image cache (local runtime; a cluster keeps its own).
+    async fn images(&self) -> Result<Vec<pico_wire::ImageInfo>, RuntimeError> {
+        Ok(Vec::new())
     }
 }
 
