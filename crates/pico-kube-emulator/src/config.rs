@@ -20,16 +20,26 @@ pub enum FailureKind {
 impl std::str::FromStr for FailureKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "pull" => Ok(Self::PullError),
-            "crash" => Ok(Self::Crash),
-            "never-ready" => Ok(Self::NeverReady),
-            "flaky-pull" => Ok(Self::FlakyPull),
-            _ => Err(format!(
-                "unknown failure kind {s:?}: use pull, flaky-pull, crash or never-ready"
-            )),
-        }
+        let names = [
+            ("pull", Self::PullError),
+            ("flaky-pull", Self::FlakyPull),
+            ("crash", Self::Crash),
+            ("never-ready", Self::NeverReady),
+        ];
+        parse_named(s, &names, "failure kind")
     }
+}
+
+/// The value named `s` among `names`, or an error that lists the names (for flag values).
+pub(crate) fn parse_named<T: Copy>(s: &str, names: &[(&str, T)], what: &str) -> Result<T, String> {
+    names
+        .iter()
+        .find(|(name, _)| *name == s)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let choices: Vec<&str> = names.iter().map(|(name, _)| *name).collect();
+            format!("unknown {what} {s:?}: use one of {}", choices.join(", "))
+        })
 }
 
 /// Pods with a container image containing `pattern` fail as `kind`.

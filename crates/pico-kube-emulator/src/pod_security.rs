@@ -21,14 +21,12 @@ pub enum Level {
 impl std::str::FromStr for Level {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "privileged" => Ok(Self::Privileged),
-            "baseline" => Ok(Self::Baseline),
-            "restricted" => Ok(Self::Restricted),
-            _ => Err(format!(
-                "unknown Pod Security level {s:?}: use privileged, baseline or restricted"
-            )),
-        }
+        let names = [
+            ("privileged", Self::Privileged),
+            ("baseline", Self::Baseline),
+            ("restricted", Self::Restricted),
+        ];
+        crate::config::parse_named(s, &names, "Pod Security level")
     }
 }
 
