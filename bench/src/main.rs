@@ -6,6 +6,8 @@
 //! - `idle-tunnels`: server memory with N idle open tunnels, per tunnel.
 //! - `creates`: N creates sent at once, p50/p99 of each one's time to its answer.
 //! - `exec`, `files`: commands and files over HTTP vs SSH, `ssh` and `sftp`.
+//! - `processes`: background start-to-first-output latency and `output?follow=true`
+//!   throughput of `yes` vs OpenSSH `ssh`.
 
 mod client;
 mod creates;
@@ -13,6 +15,7 @@ mod exec;
 mod http;
 mod kube;
 mod load;
+mod processes;
 mod server;
 
 use std::time::{Duration, Instant};
@@ -79,6 +82,18 @@ enum What {
         #[arg(long, default_value_t = 2)]
         rounds: u32,
     },
+    /// Background start-to-first-output latency and follow throughput of `yes` vs OpenSSH
+    /// `ssh` through the tunnel.
+    Processes {
+        #[arg(long, default_value_t = 100)]
+        starts: usize,
+        /// Stop following `yes` after this many MiB of its stdout...
+        #[arg(long, default_value_t = 256)]
+        mib: u64,
+        /// ...or after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
     /// Concurrent tunnels echoing data with checks, with creates and deletes racing them;
     /// fails if anything is corrupted, dropped or leaked.
     Load {
@@ -132,6 +147,9 @@ fn main() -> anyhow::Result<()> {
             What::IdleTunnels { tunnels } => idle_tunnels(&server, tunnels).await,
             What::Exec { calls, clients } => exec::exec(&server, calls, clients).await,
             What::Files { mib, rounds } => exec::files(&server, mib, rounds).await,
+            What::Processes { starts, mib, secs } => {
+                processes::run(&server, starts, mib, secs).await
+            }
             What::Load { .. } | What::KubeLatency { .. } | What::Creates { .. } => Ok(()),
         }
     })
