@@ -132,8 +132,13 @@ pub async fn run(server: &Server, starts: usize, mib: u64, secs: u64) -> anyhow:
     let (mut got, mut dropped) = (0u64, 0u64);
     {
         let mut follow = Follow::open(&mut http, &path).await?;
-        while got < limit && started.elapsed() < deadline {
-            let event = follow.event().await?.context("`yes` output ended")?;
+        while got < limit {
+            // Bounded even if the follow stalls: a stall shows as a short read.
+            let left = deadline.saturating_sub(started.elapsed());
+            let Ok(event) = tokio::time::timeout(left, follow.event()).await else {
+                break;
+            };
+            let event = event?.context("`yes` output ended")?;
             if let (Some(offset), Some(end)) = (event["offset"].as_u64(), event["end"].as_u64())
                 && event.get("stdout").is_some()
             {
