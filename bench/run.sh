@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs pico's server benchmarks on release builds; results go to stdout.
-# Usage: bench/run.sh [tunnel|latency|creates|idle-tunnels|load|exec|files|all]
+# Usage: bench/run.sh [tunnel|latency|creates|idle-tunnels|load|exec|files|processes|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bins -q
@@ -14,6 +14,7 @@ case "$what" in
   load) run load ;;
   exec) run exec ;;
   files) run files ;;
-  all) run tunnel; run latency; run creates; run idle-tunnels; run load; run exec; run files ;;
-  *) echo "usage: $0 [tunnel|latency|creates|idle-tunnels|load|exec|files|all]" >&2; exit 2 ;;
+  processes) run processes ;;
+  all) run tunnel; run latency; run creates; run idle-tunnels; run load; run exec; run files; run processes ;;
+  *) echo "usage: $0 [tunnel|latency|creates|idle-tunnels|load|exec|files|processes|all]" >&2; exit 2 ;;
 esac

@@ -19,7 +19,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn summary(took: &mut [Duration]) -> String {
+pub fn summary(took: &mut [Duration]) -> String {
     took.sort();
     format!(
         "p50 {:.2} ms   p99 {:.2} ms   (n={})",
@@ -30,14 +30,14 @@ fn summary(took: &mut [Duration]) -> String {
 }
 
 /// `ssh`/`sftp` options that reach `session` through the server's CONNECT proxy.
-struct OpenSsh {
+pub struct OpenSsh {
     dir: PathBuf,
     args: Vec<String>,
     target: String,
 }
 
 impl OpenSsh {
-    fn new(server: &Server, session: &SessionInfo) -> anyhow::Result<Self> {
+    pub fn new(server: &Server, session: &SessionInfo) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("pico-bench-ssh-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let key = dir.join("key");
@@ -76,12 +76,14 @@ impl OpenSsh {
         })
     }
 
-    async fn ssh(&self, command: &str) -> anyhow::Result<()> {
+    /// Runs `command` over `ssh`, its output to /dev/null.
+    pub async fn ssh(&self, command: &str) -> anyhow::Result<()> {
         let status = Command::new("ssh")
             .args(&self.args)
             .arg(&self.target)
             .arg(command)
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .status()
             .await?;
         anyhow::ensure!(status.success(), "ssh failed: {status}");

@@ -1,5 +1,5 @@
-//! A minimal keep-alive HTTP/1.1 client for the exec and file benchmarks: one connection
-//! reused for every call, as an SDK's session would, so the figures show the server.
+//! A minimal keep-alive HTTP/1.1 client for the exec, file and process benchmarks: one
+//! connection reused for every call, as an SDK's session would, so the figures show the server.
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -37,8 +37,16 @@ impl Http {
 
     /// Reads a response head; returns the status and the body's length.
     async fn response(&mut self) -> anyhow::Result<(u16, u64)> {
+        let (status, length, _) = self.response_head().await?;
+        Ok((status, length.context("no Content-Length")?))
+    }
+
+    /// Reads a response head; returns the status, the body's length if given, and whether
+    /// the body is chunked.
+    async fn response_head(&mut self) -> anyhow::Result<(u16, Option<u64>, bool)> {
         let mut status = 0;
         let mut length = None;
+        let mut chunked = false;
         let mut line = String::new();
         loop {
             line.clear();
@@ -55,13 +63,52 @@ impl Http {
                     .nth(1)
                     .and_then(|s| s.parse().ok())
                     .context("no status")?;
-            } else if let Some((name, value)) = text.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().ok();
+            } else if let Some((name, value)) = text.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().ok();
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = value.trim().eq_ignore_ascii_case("chunked");
+                }
             }
         }
-        Ok((status, length.context("no Content-Length")?))
+        Ok((status, length, chunked))
+    }
+
+    /// Sends a GET whose answer is a stream (chunked); fails unless it answers 200 so.
+    pub async fn get_chunked(&mut self, path: &str) -> anyhow::Result<()> {
+        self.head("GET", path, "", 0).await?;
+        let (status, length, chunked) = self.response_head().await?;
+        if status != 200 || !chunked {
+            let mut buf = vec![0; usize::try_from(length.unwrap_or(0))?];
+            self.conn.read_exact(&mut buf).await?;
+            bail!(
+                "GET {path} answered {status} (chunked: {chunked}): {}",
+                String::from_utf8_lossy(&buf)
+            );
+        }
+        Ok(())
+    }
+
+    /// Appends the next chunk of a chunked answer to `buf`; `false` at the answer's end.
+    pub async fn chunk(&mut self, buf: &mut Vec<u8>) -> anyhow::Result<bool> {
+        let mut line = String::new();
+        self.conn.read_line(&mut line).await?;
+        let size_text = line.trim_end().split(';').next().unwrap_or_default();
+        let size = usize::from_str_radix(size_text, 16)
+            .with_context(|| format!("bad chunk size {line:?}"))?;
+        if size == 0 {
+            // No trailers are sent: the empty line ends the answer.
+            line.clear();
+            self.conn.read_line(&mut line).await?;
+            return Ok(false);
+        }
+        let start = buf.len();
+        buf.resize(start + size, 0);
+        self.conn.read_exact(&mut buf[start..]).await?;
+        let mut crlf = [0u8; 2];
+        self.conn.read_exact(&mut crlf).await?;
+        anyhow::ensure!(&crlf == b"\r\n", "chunk not followed by CRLF");
+        Ok(true)
     }
 
     /// A small request and its whole (small) answer.

@@ -7,6 +7,8 @@
 //! - `creates`: N creates sent at once, p50/p99 of each one's time to its answer.
 //! - `exec`, `files`: commands and files over HTTP vs SSH, `ssh` and `sftp`.
 //! - `pause`: pause/resume latency vs a `GET`, and CPU of N busy sessions running vs paused.
+//! - `processes`: background start-to-first-output latency and `output?follow=true`
+//!   throughput of `yes` vs OpenSSH `ssh`.
 
 mod client;
 mod creates;
@@ -15,6 +17,7 @@ mod http;
 mod kube;
 mod load;
 mod pause;
+mod processes;
 mod server;
 
 use std::time::{Duration, Instant};
@@ -88,6 +91,18 @@ enum What {
         #[arg(long, default_value_t = 100)]
         sessions: usize,
     },
+    /// Background start-to-first-output latency and follow throughput of `yes` vs OpenSSH
+    /// `ssh` through the tunnel.
+    Processes {
+        #[arg(long, default_value_t = 100)]
+        starts: usize,
+        /// Stop following `yes` after this many MiB of its stdout...
+        #[arg(long, default_value_t = 256)]
+        mib: u64,
+        /// ...or after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
     /// Concurrent tunnels echoing data with checks, with creates and deletes racing them;
     /// fails if anything is corrupted, dropped or leaked.
     Load {
@@ -144,6 +159,9 @@ fn main() -> anyhow::Result<()> {
             What::Pause { rounds, sessions } => {
                 pause::latency(&server, rounds).await?;
                 pause::cpu(&server, sessions).await
+            }
+            What::Processes { starts, mib, secs } => {
+                processes::run(&server, starts, mib, secs).await
             }
             What::Load { .. } | What::KubeLatency { .. } | What::Creates { .. } => Ok(()),
         }
