@@ -258,7 +258,11 @@ fn sftp_command(settings: &Settings) -> Command {
 
 /// Copies command output to the channel until EOF, or until the command has exited and the
 /// output has been quiet for [`DRAIN_GRACE`].
-async fn pump(mut from: FdIo, mut to: impl AsyncWrite + Unpin, mut exited: watch::Receiver<bool>) {
+pub(crate) async fn pump(
+    mut from: FdIo,
+    mut to: impl AsyncWrite + Unpin,
+    mut exited: watch::Receiver<bool>,
+) {
     let mut buf = vec![0u8; PUMP_CHUNK];
     let mut done = *exited.borrow();
     loop {

@@ -13,7 +13,6 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use crate::config::Settings;
@@ -26,10 +25,6 @@ use crate::sys;
 pub const RETENTION: Duration = Duration::from_secs(600);
 /// Upper bound of the table whatever the server asks, so the agent's memory stays bounded.
 pub const HARD_CAP: usize = 1024;
-/// After the process exits, output still arriving this soon is kept; a pipe held open longer
-/// (by a daemon it left behind) no longer keeps the entry from being finished.
-const DRAIN_GRACE: Duration = Duration::from_millis(200);
-const PUMP_CHUNK: usize = 64 * 1024;
 
 /// Why a table operation failed; `code` is the API's error code.
 #[derive(Debug)]
@@ -241,26 +236,39 @@ async fn watch_process(
     proc.update(|st| st.finished = true);
 }
 
-/// Copies one output pipe into its ring until EOF, or until the process has exited and the
-/// pipe stayed quiet for [`DRAIN_GRACE`].
-async fn pump(proc: Arc<Proc>, stream: usize, mut from: FdIo, mut exited: watch::Receiver<bool>) {
-    let mut buf = vec![0u8; PUMP_CHUNK];
-    let mut done = *exited.borrow();
-    loop {
-        let read = if done {
-            match tokio::time::timeout(DRAIN_GRACE, from.read(&mut buf)).await {
-                Ok(read) => read,
-                Err(_quiet) => break,
-            }
-        } else {
-            tokio::select! {
-                read = from.read(&mut buf) => read,
-                _ = exited.changed() => { done = true; continue; }
-            }
-        };
-        match read {
-            Ok(0) | Err(_) => break,
-            Ok(n) => proc.update(|st| st.streams[stream].push(&buf[..n])),
-        }
+/// One output stream of a process as a writer: what the shared pump copies lands in its ring.
+struct RingWriter {
+    proc: Arc<Proc>,
+    stream: usize,
+}
+
+impl tokio::io::AsyncWrite for RingWriter {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.proc.update(|st| st.streams[self.stream].push(buf));
+        std::task::Poll::Ready(Ok(buf.len()))
     }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Copies one output pipe into its ring until EOF, or until the process has exited and the
+/// pipe stayed quiet (the same pump as a foreground command's).
+async fn pump(proc: Arc<Proc>, stream: usize, from: FdIo, exited: watch::Receiver<bool>) {
+    crate::exec::pump(from, RingWriter { proc, stream }, exited).await;
 }

@@ -43,8 +43,21 @@ impl Registry {
             Path::new(REGISTRY_BINARY).is_file(),
             "{REGISTRY_BINARY} is missing: `make test-deps` installs docker-registry"
         );
+        // The port is picked by binding and releasing it, so another process (or a parallel
+        // test) may take it first: then this registry exits, and another port is tried.
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            match Self::start_once() {
+                Ok(registry) => return registry,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("registry did not start: {last_log}");
+    }
+
+    /// Starts one registry on a free port; its log if it exits or never answers.
+    fn start_once() -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tmp");
-        // A free port: bind, note it, release (the registry cannot be handed a socket).
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("port")
@@ -70,19 +83,25 @@ impl Registry {
             .stderr(log_file)
             .spawn()
             .expect("start docker-registry");
-        let registry = Self {
+        let mut registry = Self {
             child,
             port,
             log,
             _dir: dir,
         };
         for _ in 0..200 {
-            if registry.raw("GET", "/v2/", &[], b"").0 == 200 {
-                return registry;
+            if registry.child.try_wait().ok().flatten().is_some() {
+                return Err(registry.logs());
+            }
+            // Ours answers only once its own log says it listens (not another's on the port).
+            if registry.logs().contains("listening on")
+                && registry.raw("GET", "/v2/", &[], b"").0 == 200
+            {
+                return Ok(registry);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("registry did not start: {}", registry.logs());
+        Err(registry.logs())
     }
 
     pub fn host(&self) -> String {
@@ -130,6 +149,10 @@ impl Registry {
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
             .unwrap_or(raw.len().saturating_sub(4));
+        if raw.len() < split + 4 {
+            // Nothing came (the connection was reset): no status.
+            return (0, String::from_utf8_lossy(&raw).into_owned(), Vec::new());
+        }
         let head = String::from_utf8_lossy(&raw[..split]).into_owned();
         let status = head
             .split_whitespace()
