@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Request, Response, StatusCode as RegistryStatus, Uri, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -166,8 +166,8 @@ impl RegistryClient {
         loop {
             let response = self.follow(&url, accept, auth.as_deref()).await?;
             match response.status() {
-                StatusCode::OK => return Ok(response),
-                StatusCode::UNAUTHORIZED if !tried_auth => {
+                RegistryStatus::OK => return Ok(response),
+                RegistryStatus::UNAUTHORIZED if !tried_auth => {
                     tried_auth = true;
                     let challenge = response
                         .headers()
@@ -201,10 +201,12 @@ impl RegistryClient {
                         return Err(ImageError::Unauthorized(reference.to_string()));
                     }
                 }
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                RegistryStatus::UNAUTHORIZED | RegistryStatus::FORBIDDEN => {
                     return Err(ImageError::Unauthorized(reference.to_string()));
                 }
-                StatusCode::NOT_FOUND => return Err(ImageError::NotFound(reference.to_string())),
+                RegistryStatus::NOT_FOUND => {
+                    return Err(ImageError::NotFound(reference.to_string()));
+                }
                 status => {
                     return Err(ImageError::Registry(format!(
                         "{} answered {status} for {path}",
@@ -233,7 +235,7 @@ impl RegistryClient {
         }
         let basic = self.options.credentials.basic(&reference.registry);
         let response = self.follow(&url, None, basic.as_deref()).await?;
-        if response.status() != StatusCode::OK {
+        if response.status() != RegistryStatus::OK {
             return Err(ImageError::Unauthorized(format!(
                 "{reference} (token service answered {})",
                 response.status()
