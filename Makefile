@@ -54,7 +54,7 @@ lint-python:
 # the reason; as root (CI) they run too, and fail rather than skip when something is missing.
 test: test-deps lint lint-python build image-bins
 	PICO_AGENT_STATIC_BIN=$(CURDIR)/target/$(STATIC_TARGET)/release/pico-agent \
-		$(CARGO) test --workspace $(if $(filter 0,$(shell id -u)),-- --include-ignored)
+		$(CARGO) test --workspace --no-fail-fast $(if $(filter 0,$(shell id -u)),-- --include-ignored)
 	$(MAKE) test-kube
 	@if ls tests/*/test_*.py sdk/tests/test_*.py >/dev/null 2>&1; then \
 		PICO_BIN_DIR=$(CURDIR)/target/debug $(PYTEST) -q tests sdk/tests; \

@@ -210,12 +210,18 @@ fn the_connection_cap_refuses_with_a_json_error() {
     // Closed connections free their slots; the refusal is counted.
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
+    // The server notices each close on its own time: wait until only our request is open.
     let metrics = loop {
         let res = server.request("GET", "/metrics").send();
-        if res.status == 200 {
+        if res.status == 200 && res.text().contains("pico_connections_open 1\n") {
             break res.text();
         }
-        assert!(Instant::now() < deadline, "slots never freed: {}", res.head);
+        assert!(
+            Instant::now() < deadline,
+            "slots never freed: {} {}",
+            res.head,
+            res.text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     // At least the one above (retries of `/metrics` may have been refused too).
