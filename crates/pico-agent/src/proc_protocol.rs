@@ -16,9 +16,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::proc_ring::incomplete_tail;
 use crate::proc_table::{Proc, ProcError, ProcTable};
 use crate::sys;
+use pico_wire::exec::incomplete_tail;
 
 pub const SUBSYSTEM: &str = "pico-processes";
 /// Longest request line.

@@ -186,3 +186,22 @@ pub struct DirectoryListing {
     pub path: String,
     pub entries: Vec<FileInfo>,
 }
+
+/// Length of a UTF-8 sequence that is cut off at the end of `bytes` (0 when none), so an
+/// event never splits a character that the next one completes.
+pub fn incomplete_tail(bytes: &[u8]) -> usize {
+    for back in 1..=3.min(bytes.len()) {
+        let byte = bytes[bytes.len() - back];
+        if byte & 0xC0 == 0x80 {
+            continue;
+        }
+        let needed = match byte {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => return 0,
+        };
+        return if needed > back { back } else { 0 };
+    }
+    0
+}

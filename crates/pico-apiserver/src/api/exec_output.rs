@@ -1,6 +1,8 @@
 //! Output of a command as text: a capped buffer for whole answers, and a UTF-8 decoder that
 //! keeps a character split across two chunks whole for streams.
 
+use pico_wire::exec::incomplete_tail;
+
 /// Bytes of stdout (and again of stderr) a buffered answer keeps.
 pub const OUTPUT_CAP: usize = 4 * 1024 * 1024;
 
@@ -58,24 +60,6 @@ impl Utf8Stream {
         self.pending.clear();
         Some(text)
     }
-}
-
-/// Length of a UTF-8 sequence that is cut off at the end of `bytes` (0 when none).
-fn incomplete_tail(bytes: &[u8]) -> usize {
-    for back in 1..=3.min(bytes.len()) {
-        let byte = bytes[bytes.len() - back];
-        if byte & 0xC0 == 0x80 {
-            continue; // a continuation byte: look further back for the lead
-        }
-        let needed = match byte {
-            0xC0..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            0xF0..=0xF7 => 4,
-            _ => return 0,
-        };
-        return if needed > back { back } else { 0 };
-    }
-    0
 }
 
 #[cfg(test)]
